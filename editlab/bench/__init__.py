@@ -1,0 +1,1 @@
+"""The bench: command line, runner, cache, backbones and tables."""

@@ -1,0 +1,398 @@
+"""The runner: one (method, dataset, backbone, seed) grid point, resumable and crash-safe.
+
+Layout of one run (``results/<experiment>/<dataset>/<method>-<hash>/``)::
+
+    config.yaml     resolved config of this grid point
+    env.json        library versions, git revision, device
+    images/         one PNG per edited sample (written atomically)
+    records/        one JSON record per sample (written atomically; the cache)
+    samples.jsonl   all records, one per line, in dataset order
+    results.json    aggregates, metric definitions, counts
+
+``<hash>`` is a hash of the resolved method and backbone configs and the seed, so two settings of one
+method never share outputs. A sample whose record and image exist is not edited again; a record whose
+metric values were computed with other metric settings only has its metrics recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+from tqdm.auto import tqdm
+
+from editlab.bench.cache import (
+    atomic_save_image,
+    atomic_write_json,
+    atomic_write_text,
+    derive_seed,
+    read_json,
+    safe_name,
+    stable_hash,
+)
+from editlab.bench.env import PeakMemory, environment
+from editlab.datasets.base import EditDataset
+from editlab.methods.base import EditMethod
+from editlab.metrics.base import EditBatch, EditMetric, MetricUnavailable, mask_to_unit, pil_to_unit
+from editlab.types import EditOutput, NotApplicable, Sample, SampleError
+
+log = logging.getLogger("editlab")
+
+STATUS_OK, STATUS_ERROR, STATUS_NA = "ok", "error", "not_applicable"
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    results: dict[str, Any]
+    edited: int
+    reused: int
+
+
+# --------------------------------------------------------------------------------------------------------
+# Building objects from the config
+# --------------------------------------------------------------------------------------------------------
+def _plain(cfg: Any) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def build_metrics(metrics_cfg: Any) -> tuple[list[EditMetric], dict[str, str]]:
+    """Instantiate the metric configs; metrics whose weights are missing are skipped with their reason."""
+    from hydra.utils import instantiate
+
+    metrics: list[EditMetric] = []
+    skipped: dict[str, str] = {}
+    for key, mcfg in (metrics_cfg or {}).items():
+        if mcfg is None:
+            continue
+        try:
+            metrics.append(instantiate(mcfg))
+        except Exception as err:
+            cause = err
+            while cause.__cause__ is not None and not isinstance(cause, MetricUnavailable):
+                cause = cause.__cause__
+            if not isinstance(cause, MetricUnavailable):
+                raise
+            skipped[key] = str(cause)
+            log.warning("metric %s skipped: %s", key, cause)
+    return metrics, skipped
+
+
+def build(node: Any) -> Any:
+    """Instantiate a method or dataset config (``_target_``); its ``name`` key is a label, not an argument."""
+    from hydra.utils import instantiate
+
+    return instantiate({k: v for k, v in _plain(node).items() if k != "name"})
+
+
+def run_dir_for(cfg: DictConfig) -> Path:
+    """``<results_dir>/<experiment>/<dataset>/<method>-<hash>`` for this grid point."""
+    key = run_key(cfg)
+    method_name = cfg.method.get("name", "method")
+    return Path(cfg.results_dir) / cfg.experiment_name / cfg.dataset.name / f"{method_name}-{key}"
+
+
+def run_key(cfg: DictConfig) -> str:
+    """Hash of everything that changes an edited image: method, backbone, seed, dtype and resolution."""
+    return stable_hash(
+        {
+            "method": _plain(cfg.method),
+            "backbone": {k: v for k, v in _plain(cfg.backbone).items() if k not in ("device",)},
+            "seed": cfg.seed,
+            "dtype": cfg.dtype,
+        }
+    )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Per-sample editing
+# --------------------------------------------------------------------------------------------------------
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB view of any PIL image; transparency is composited on white (documented handling)."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if arr.max() > 255 else 255.0
+        return Image.fromarray((arr / top * 255).round().astype(np.uint8)).convert("RGB")
+    return image.convert("RGB")
+
+
+def prepare_sample(sample: Sample, resolution: int | None) -> Sample:
+    """Convert images to RGB and resize to the working resolution (mask with nearest neighbour)."""
+    try:
+        sample.source_image.load()
+    except Exception as err:
+        raise SampleError(f"source image is unreadable: {type(err).__name__}: {err}") from err
+    sample.source_image = _to_rgb(sample.source_image)
+    w, h = sample.source_image.size
+    if min(w, h) < 8:
+        raise SampleError(f"source image is too small ({w}x{h}); at least 8x8 is needed")
+    if sample.mask is not None and sample.mask.size != sample.source_image.size:
+        raise SampleError(f"mask size {sample.mask.size} differs from image size {sample.source_image.size}")
+    if resolution is not None and sample.source_image.size != (resolution, resolution):
+        size = (resolution, resolution)
+        sample.source_image = sample.source_image.resize(size, Image.BICUBIC)
+        if sample.mask is not None:
+            sample.mask = sample.mask.convert("L").resize(size, Image.NEAREST)
+        if sample.target_image is not None:
+            sample.target_image = _to_rgb(sample.target_image).resize(size, Image.BICUBIC)
+    if sample.reference_image is not None:
+        sample.reference_image = _to_rgb(sample.reference_image)
+    return sample
+
+
+def output_to_image(output: EditOutput, size: tuple[int, int]) -> Image.Image:
+    """Validate a method's output and return it as an RGB image of ``size``."""
+    image = output.image
+    if isinstance(image, Image.Image):
+        image = _to_rgb(image)
+    else:
+        arr = image.detach().float().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image, float)
+        if arr.ndim == 4:
+            arr = arr[0]
+        if arr.ndim == 3 and arr.shape[0] == 3 and arr.shape[-1] != 3:
+            arr = arr.transpose(1, 2, 0)
+        if not np.isfinite(arr).all():
+            bad = int((~np.isfinite(arr)).sum())
+            raise SampleError(f"method returned non-finite values (NaN or inf) in {bad} of {arr.size} pixels")
+        image = Image.fromarray((np.clip(arr, 0, 1) * 255).round().astype(np.uint8))
+    if image.size != size:
+        image = image.resize(size, Image.BICUBIC)
+    return image
+
+
+def edit_one(method: EditMethod, dataset: EditDataset, sample_id: str, seed: int, resolution: int,
+             device: torch.device) -> tuple[dict[str, Any], Image.Image | None, dict[str, Image.Image]]:
+    """Edit one sample; never raises for a sample's problem: the record carries status and message."""
+    rec: dict[str, Any] = {"id": sample_id, "seed": derive_seed(seed, sample_id)}
+    try:
+        sample = dataset.load(sample_id)
+    except SampleError as err:
+        return rec | {"status": STATUS_ERROR, "error": f"could not load sample: {err}"}, None, {}
+    except Exception as err:  # a loader bug must not end the run either
+        return rec | {"status": STATUS_ERROR, "error": f"could not load sample: {type(err).__name__}: {err}"}, None, {}
+    rec |= {
+        "task_type": sample.task_type.value if sample.task_type else None,
+        "source_prompt": sample.source_prompt,
+        "target_prompt": sample.target_prompt,
+        "instruction": sample.instruction,
+    }
+    missing = method.missing_conditions(sample)
+    if missing:
+        reason = "sample has no " + ", ".join(c.value for c in missing)
+        return rec | {"status": STATUS_NA, "error": reason}, None, {}
+    try:
+        sample = prepare_sample(sample, resolution)
+        method.check_inputs(sample)
+        generator = torch.Generator("cpu").manual_seed(rec["seed"])
+        with PeakMemory(device) as mem:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            output = method.edit(sample, generator)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            wall = time.perf_counter() - start
+        image = output_to_image(output, sample.source_image.size)
+    except NotApplicable as err:
+        return rec | {"status": STATUS_NA, "error": str(err)}, None, {}
+    except SampleError as err:
+        return rec | {"status": STATUS_ERROR, "error": str(err)}, None, {}
+    except torch.OutOfMemoryError as err:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return rec | {"status": STATUS_ERROR, "error": f"out of memory: {err}"}, None, {}
+    except Exception as err:
+        log.debug("method failed on %s:\n%s", sample_id, traceback.format_exc())
+        return rec | {"status": STATUS_ERROR, "error": f"method raised {type(err).__name__}: {err}"}, None, {}
+    rec |= {
+        "status": STATUS_OK,
+        "error": None,
+        "wall_time_s": wall,
+        "peak_mem_mb": mem.peak_mb,
+        "peak_mem_kind": mem.kind,
+        "info": output.info,
+    }
+    return rec, image, dict(output.extras)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Metrics over stored edits
+# --------------------------------------------------------------------------------------------------------
+def _batch_for(dataset: EditDataset, run_dir: Path, records: list[dict[str, Any]]) -> EditBatch:
+    edited, source, masks, targets, meta = [], [], [], [], []
+    for rec in records:
+        image = Image.open(run_dir / rec["image"])
+        image.load()
+        size = image.size
+        sample = dataset.load(rec["id"])
+        src = _to_rgb(sample.source_image)
+        edited.append(pil_to_unit(image))
+        source.append(pil_to_unit(src.resize(size, Image.BICUBIC) if src.size != size else src))
+        masks.append(None if sample.mask is None else mask_to_unit(sample.mask.convert("L").resize(size, Image.NEAREST)))
+        tgt = sample.target_image
+        targets.append(None if tgt is None else pil_to_unit(_to_rgb(tgt).resize(size, Image.BICUBIC)))
+        meta.append(sample.meta)
+    has_mask = all(m is not None for m in masks)
+    has_target = all(t is not None for t in targets)
+    return EditBatch(
+        edited=torch.stack(edited),
+        source=torch.stack(source),
+        source_prompts=[r.get("source_prompt") for r in records],
+        target_prompts=[r.get("target_prompt") for r in records],
+        mask=torch.stack(masks) if has_mask else None,
+        target=torch.stack(targets) if has_target else None,
+        meta=meta,
+    )
+
+
+def score_records(metrics: list[EditMetric], dataset: EditDataset, run_dir: Path, records: list[dict[str, Any]],
+                  batch_size: int) -> None:
+    """Compute every metric for ``records`` (in place), batching samples of equal image size."""
+    by_size: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    for rec in records:
+        with Image.open(run_dir / rec["image"]) as im:
+            by_size.setdefault(im.size, []).append(rec)
+    for group in by_size.values():
+        for start in range(0, len(group), batch_size):
+            chunk = group[start:start + batch_size]
+            batch = _batch_for(dataset, run_dir, chunk)
+            for metric in metrics:
+                try:
+                    metric.update(batch)
+                    values = metric.values[-1].tolist()
+                except Exception as err:
+                    values = [float("nan")] * len(chunk)
+                    for rec in chunk:
+                        rec.setdefault("metric_errors", {})[metric.name] = f"{type(err).__name__}: {err}"
+                for rec, v in zip(chunk, values):
+                    rec.setdefault("metrics", {})[metric.name] = None if math.isnan(v) else float(v)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Aggregation
+# --------------------------------------------------------------------------------------------------------
+def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts, and mean / std / n / NaN count of each metric, runtime and peak memory."""
+    counts = {s: sum(r["status"] == s for r in records) for s in (STATUS_OK, STATUS_ERROR, STATUS_NA)}
+    ok = [r for r in records if r["status"] == STATUS_OK]
+    names = sorted({k for r in ok for k in r.get("metrics", {})})
+    columns: dict[str, dict[str, float | int]] = {}
+    for name in names + ["wall_time_s", "peak_mem_mb"]:
+        raw = [r.get("metrics", {}).get(name) if name in names else r.get(name) for r in ok]
+        vals = np.array([v for v in raw if v is not None], dtype=float)
+        columns[name] = {
+            "mean": float(vals.mean()) if vals.size else float("nan"),
+            "std": float(vals.std(ddof=1)) if vals.size > 1 else 0.0 if vals.size else float("nan"),
+            "n": int(vals.size),
+            "nan": int(len(raw) - vals.size),
+        }
+    return {"counts": counts | {"total": len(records)}, "metrics": columns}
+
+
+# --------------------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------------------
+def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
+    """Run one grid point described by a composed editlab config."""
+    from hydra.utils import instantiate
+
+    from editlab.bench.backbone import resolve_device
+
+    # 1. Build the dataset and the method (cheap; the backbone is loaded only if something must be edited)
+    dataset: EditDataset = build(cfg.dataset)
+    method: EditMethod = build(cfg.method)
+    run_dir = run_dir_for(cfg)
+    (run_dir / "records").mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    device = resolve_device(cfg.device)
+    atomic_write_json(run_dir / "env.json", environment(device))
+    ids = dataset.ids()
+    log.info("%s on %s: %d samples -> %s", cfg.method.name, cfg.dataset.name, len(ids), run_dir)
+
+    # 2. Edit phase: only samples without a finished record are edited
+    records: dict[str, dict[str, Any]] = {}
+    todo = []
+    for sid in ids:
+        rec = read_json(run_dir / "records" / f"{safe_name(sid)}.json")
+        image_ok = rec is not None and (rec["status"] != STATUS_OK or (run_dir / rec["image"]).exists())
+        if rec is not None and rec.get("id") == sid and image_ok:
+            records[sid] = rec
+        else:
+            todo.append(sid)
+    backbone_info = read_json(run_dir / "backbone.json")
+    if todo:
+        torch.manual_seed(cfg.seed)
+        backbone = instantiate(cfg.backbone, device=cfg.device, dtype=cfg.dtype)
+        method.setup(backbone)
+        backbone_info = backbone.describe()
+        atomic_write_json(run_dir / "backbone.json", backbone_info)
+        bar = tqdm(todo, desc=f"{cfg.method.name}", unit="edit", dynamic_ncols=True)
+        for sid in bar:
+            rec, image, extras = edit_one(method, dataset, sid, cfg.seed, backbone.resolution, backbone.device)
+            rec["method"] = cfg.method.name
+            if image is not None:
+                rec["image"] = f"images/{safe_name(sid)}.png"
+                atomic_save_image(run_dir / rec["image"], image)
+                for name, extra in extras.items():
+                    path = f"extras/{safe_name(sid)}.{safe_name(name)}.png"
+                    atomic_save_image(run_dir / path, _to_rgb(extra))
+                    rec.setdefault("extras", {})[name] = path
+            atomic_write_json(run_dir / "records" / f"{safe_name(sid)}.json", rec)
+            records[sid] = rec
+            bar.set_postfix(status=rec["status"])
+
+    # 3. Metric phase: score edits whose stored values were made with other metric settings
+    metrics, skipped = build_metrics(cfg.metrics)
+    metrics_key = stable_hash([m.describe() for m in metrics])
+    stale = [r for r in records.values() if r["status"] == STATUS_OK and r.get("metrics_key") != metrics_key]
+    if stale:
+        for rec in stale:
+            rec["metrics"], rec["metric_errors"] = {}, {}
+        for m in metrics:
+            m.reset()
+        score_records(metrics, dataset, run_dir, stale, cfg.runner.metrics_batch_size)
+        for rec in stale:
+            rec["metrics_key"] = metrics_key
+            if not rec["metric_errors"]:
+                del rec["metric_errors"]
+            atomic_write_json(run_dir / "records" / f"{safe_name(rec['id'])}.json", rec)
+
+    # 4. Aggregate and write samples.jsonl / results.json
+    ordered = [records[s] for s in ids]
+    atomic_write_text(run_dir / "samples.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in ordered))
+    results = {
+        "experiment": cfg.experiment_name,
+        "dataset": cfg.dataset.name,
+        "method": cfg.method.name,
+        "run_key": run_key(cfg),
+        "seed": cfg.seed,
+        "taxonomy": method.taxonomy.as_dict(),
+        "method_settings": _plain(cfg.method),
+        "backbone": backbone_info,
+        "metric_mode": cfg.get("metric_mode", "clean"),
+        "metric_definitions": {m.name: m.describe() for m in metrics},
+        "metrics_skipped": skipped,
+        **aggregate(ordered),
+    }
+    atomic_write_json(run_dir / "results.json", results)
+    from editlab.bench.tables import render_tables
+
+    tables = render_tables([run_dir], out_dir=run_dir)
+    if show_table:
+        print(tables["markdown"])
+    return RunOutcome(run_dir=run_dir, results=results, edited=len(todo), reused=len(ids) - len(todo))

@@ -1,0 +1,5 @@
+"""Editing methods. Each method is one file; see :class:`editlab.methods.base.EditMethod`."""
+
+from editlab.methods.base import EditMethod
+
+__all__ = ["EditMethod"]

@@ -1,0 +1,59 @@
+"""The method interface: a method edits one sample.
+
+A method declares its survey taxonomy (learning strategy, the input conditions it needs, the task types
+it targets), is set up once with a :class:`~editlab.bench.backbone.Backbone`, then ``edit`` is called per
+sample with a seeded generator. The runner checks conditions before calling ``edit``: a sample lacking one
+is "not applicable"; a present but unusable one (an empty prompt) is an error for that sample.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+
+from editlab.types import Condition, EditOutput, Sample, SampleError, Taxonomy
+
+
+class EditMethod(ABC):
+    """Base class of every editing method."""
+
+    #: Registry name; also the default row label in tables.
+    name: ClassVar[str] = "method"
+    taxonomy: ClassVar[Taxonomy]
+
+    def __init__(self, **settings: Any) -> None:
+        self.settings = settings
+        self.backbone = None
+
+    def setup(self, backbone: Any) -> None:
+        """Receive the backbone's components once, before the first edit."""
+        self.backbone = backbone
+
+    @abstractmethod
+    def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:
+        """Edit ``sample`` and return the edited image (same size as the source)."""
+
+    # --- helpers shared by all methods -------------------------------------------------------------
+    def missing_conditions(self, sample: Sample) -> list[Condition]:
+        """Conditions this method needs that the sample does not carry at all."""
+        return [c for c in self.taxonomy.conditions if not sample.has(c)]
+
+    def check_inputs(self, sample: Sample) -> None:
+        """Raise :class:`SampleError` for conditions that are present but unusable."""
+        needs = self.taxonomy.conditions
+        if Condition.PROMPT_PAIR in needs:
+            if not sample.source_prompt.strip():
+                raise SampleError("empty source prompt")
+            if not sample.target_prompt.strip():
+                raise SampleError("empty target prompt")
+        if Condition.INSTRUCTION in needs and not sample.instruction.strip():
+            raise SampleError("empty instruction")
+        if Condition.MASK in needs and sample.mask is not None:
+            if sample.mask.size != sample.source_image.size:
+                raise SampleError(
+                    f"mask size {sample.mask.size} differs from image size {sample.source_image.size}"
+                )
+            if sample.mask.getextrema()[1] == 0:
+                raise SampleError("mask is empty (all zero)")

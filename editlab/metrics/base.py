@@ -1,0 +1,99 @@
+"""The metric interface.
+
+Every editlab metric is a torchmetrics :class:`~torchmetrics.Metric`. ``update`` takes an
+:class:`EditBatch` and appends one value per sample to the ``values`` state (``NaN`` where the metric is
+undefined for a sample, e.g. a background metric on a sample without a mask); ``compute`` returns the
+mean over the defined values. Per-sample values are what editlab stores with every sample record, so
+tables can report spread, confidence intervals and paired tests, not only means.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torchmetrics import Metric
+
+
+class MetricUnavailable(RuntimeError):
+    """A metric cannot be built here (its weights are missing); it is skipped and the reason recorded."""
+
+
+@dataclass
+class EditBatch:
+    """What metrics see. Images are float tensors (B, 3, H, W) in [0, 1]; ``mask`` is (B, 1, H, W) in {0, 1}
+    with 1 marking the edit region; prompt lists have length B."""
+
+    edited: torch.Tensor
+    source: torch.Tensor
+    source_prompts: list[str | None]
+    target_prompts: list[str | None]
+    mask: torch.Tensor | None = None
+    target: torch.Tensor | None = None
+    meta: list[dict[str, Any]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return self.edited.shape[0]
+
+
+def pil_to_unit(image: Image.Image) -> torch.Tensor:
+    """PIL image -> (3, H, W) float32 in [0, 1]. RGBA is composited on white; L and CMYK converted to RGB."""
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    arr = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255.0
+
+
+def mask_to_unit(mask: Image.Image) -> torch.Tensor:
+    """PIL mask -> (1, H, W) float32 in {0, 1} (any non-zero pixel is inside)."""
+    arr = np.asarray(mask.convert("L")) > 0
+    return torch.from_numpy(arr).float().unsqueeze(0)
+
+
+class EditMetric(Metric):
+    """Base class: subclasses implement :meth:`per_sample`."""
+
+    #: Column name in tables and records.
+    name: str = "metric"
+    #: Short human-readable definition, recorded with every result.
+    definition: str = ""
+    version: str = "1"
+    higher_is_better: bool = True
+    is_differentiable = False
+    full_state_update = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("values", default=[], dist_reduce_fx="cat")
+
+    @abstractmethod
+    def per_sample(self, batch: EditBatch) -> torch.Tensor:
+        """One value per sample, shape (B,), NaN where undefined."""
+
+    def update(self, batch: EditBatch) -> None:
+        self.values.append(self.per_sample(batch).detach().float().flatten().cpu())
+
+    def compute(self) -> torch.Tensor:
+        vals = torch.cat(self.values) if self.values else torch.zeros(0)
+        vals = vals[~torch.isnan(vals)]
+        return vals.mean() if vals.numel() else torch.tensor(float("nan"))
+
+    def describe(self) -> dict[str, Any]:
+        """Everything needed to reproduce this column: name, definition, version, backbone."""
+        return {
+            "name": self.name,
+            "class": f"{type(self).__module__}.{type(self).__name__}",
+            "definition": self.definition,
+            "version": self.version,
+            "higher_is_better": self.higher_is_better,
+            **self.extra_description(),
+        }
+
+    def extra_description(self) -> dict[str, Any]:
+        return {}

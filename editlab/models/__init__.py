@@ -1,0 +1,1 @@
+"""Model helpers: the world tokenizer and toy-size diffusers components."""

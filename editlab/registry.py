@@ -1,0 +1,72 @@
+"""Name -> class registries with lazy ``"module:Class"`` entries.
+
+Nothing heavy is imported until a name is looked up, so ``editlab list`` and config composition stay fast,
+and an unknown name fails with the list of known ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+
+class Registry:
+    """A named mapping from short names to lazily imported objects."""
+
+    def __init__(self, kind: str, entries: dict[str, str]) -> None:
+        self.kind = kind
+        self._entries = dict(entries)
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def path(self, name: str) -> str:
+        if name not in self._entries:
+            raise KeyError(f"unknown {self.kind} '{name}', available: {', '.join(self.names())}")
+        return self._entries[name]
+
+    def get(self, name: str) -> Any:
+        module, _, attr = self.path(name).partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+
+METHODS = Registry(
+    "method",
+    {
+        "sdedit": "editlab.methods.sdedit:SDEdit",
+        "ddim_swap": "editlab.methods.ddim_swap:DDIMSwap",
+    },
+)
+
+DATASETS = Registry(
+    "dataset",
+    {
+        "shapesworld": "editlab.datasets.shapesworld:ShapesWorldDataset",
+        "folder": "editlab.datasets.folder:FolderDataset",
+    },
+)
+
+METRICS = Registry(
+    "metric",
+    {
+        "clip_score": "editlab.metrics.clip_score:CLIPScoreMetric",
+        "lpips": "editlab.metrics.lpips_metric:LPIPSMetric",
+        "bg_psnr": "editlab.metrics.masked:BackgroundPSNR",
+        "bg_mse": "editlab.metrics.masked:BackgroundMSE",
+        "bg_ssim": "editlab.metrics.masked:BackgroundSSIM",
+        "edit_acc": "editlab.metrics.world:EditAccuracy",
+        "preservation": "editlab.metrics.world:Preservation",
+    },
+)
+
+BACKBONES = Registry(
+    "backbone",
+    {
+        "shapesworld": "editlab.bench.backbone:load_backbone",
+        "toy": "editlab.bench.backbone:toy_backbone",
+        "sd15": "editlab.bench.backbone:load_backbone",
+    },
+)

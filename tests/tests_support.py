@@ -1,0 +1,36 @@
+"""Methods that misbehave on purpose, for error-isolation tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from editlab.methods.base import EditMethod
+from editlab.types import Condition, EditOutput, LearningStrategy, Sample, Taxonomy
+
+_TAX = Taxonomy(LearningStrategy.TRAINING_FREE, (Condition.PROMPT_PAIR,))
+
+
+class NaNMethod(EditMethod):
+    """Returns NaN for the first sample, a valid image otherwise."""
+
+    name = "nan_method"
+    taxonomy = _TAX
+
+    def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:
+        arr = np.asarray(sample.source_image, dtype=np.float32) / 255.0
+        if sample.id == "good0":
+            arr[0, 0, 0] = np.nan
+        return EditOutput(image=arr)
+
+
+class RaisingMethod(EditMethod):
+    """Raises on the first sample."""
+
+    name = "raising_method"
+    taxonomy = _TAX
+
+    def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:
+        if sample.id == "good0":
+            raise RuntimeError("boom")
+        return EditOutput(image=sample.source_image)
