@@ -52,10 +52,10 @@ def folder_dataset(tmp_path: Path) -> Path:
     return write_folder_dataset(tmp_path / "data")
 
 
-def compose_cfg(overrides: list[str]):
+def compose_cfg(overrides: list[str], return_hydra_config: bool = False):
     """Compose the editlab config as `editlab run` would, with the given overrides."""
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
+        return compose(config_name="config", overrides=overrides, return_hydra_config=return_hydra_config)
 
 
 def toy_overrides(data: Path, results: Path, *extra: str) -> list[str]:

@@ -124,7 +124,7 @@ def load_backbone(
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
             source,
-            torch_dtype=torch_dtype,
+            dtype=torch_dtype,
             safety_checker=None,
             requires_safety_checker=False,
             variant=variant,
@@ -160,6 +160,21 @@ def load_backbone(
         device=dev,
         dtype=torch_dtype,
     )
+
+
+def backbone_from_config(cfg: Any, device: str = "auto", dtype: str = "float32") -> Backbone:
+    """Instantiate a backbone config, surfacing :class:`BackboneUnavailable` rather than Hydra's wrapper."""
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(cfg, device=device, dtype=dtype)
+    except Exception as err:
+        cause: BaseException | None = err
+        while cause is not None and not isinstance(cause, BackboneUnavailable):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
 
 
 def toy_backbone(

@@ -175,8 +175,11 @@ def output_to_image(output: EditOutput, size: tuple[int, int]) -> Image.Image:
     return image
 
 
+EditResult = tuple[dict[str, Any], Image.Image | None, dict[str, Image.Image]]
+
+
 def edit_one(method: EditMethod, dataset: EditDataset, sample_id: str, seed: int, resolution: int,
-             device: torch.device) -> tuple[dict[str, Any], Image.Image | None, dict[str, Image.Image]]:
+             device: torch.device) -> EditResult:
     """Edit one sample; never raises for a sample's problem: the record carries status and message."""
     rec: dict[str, Any] = {"id": sample_id, "seed": derive_seed(seed, sample_id)}
     try:
@@ -243,7 +246,8 @@ def _batch_for(dataset: EditDataset, run_dir: Path, records: list[dict[str, Any]
         src = _to_rgb(sample.source_image)
         edited.append(pil_to_unit(image))
         source.append(pil_to_unit(src.resize(size, Image.BICUBIC) if src.size != size else src))
-        masks.append(None if sample.mask is None else mask_to_unit(sample.mask.convert("L").resize(size, Image.NEAREST)))
+        mask = sample.mask
+        masks.append(None if mask is None else mask_to_unit(mask.convert("L").resize(size, Image.NEAREST)))
         tgt = sample.target_image
         targets.append(None if tgt is None else pil_to_unit(_to_rgb(tgt).resize(size, Image.BICUBIC)))
         meta.append(sample.meta)
@@ -309,9 +313,7 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------------
 def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
     """Run one grid point described by a composed editlab config."""
-    from hydra.utils import instantiate
-
-    from editlab.bench.backbone import resolve_device
+    from editlab.bench.backbone import backbone_from_config, resolve_device
 
     # 1. Build the dataset and the method (cheap; the backbone is loaded only if something must be edited)
     dataset: EditDataset = build(cfg.dataset)
@@ -337,7 +339,7 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
     backbone_info = read_json(run_dir / "backbone.json")
     if todo:
         torch.manual_seed(cfg.seed)
-        backbone = instantiate(cfg.backbone, device=cfg.device, dtype=cfg.dtype)
+        backbone = backbone_from_config(cfg.backbone, device=cfg.device, dtype=cfg.dtype)
         method.setup(backbone)
         backbone_info = backbone.describe()
         atomic_write_json(run_dir / "backbone.json", backbone_info)

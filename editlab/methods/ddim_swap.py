@@ -13,7 +13,7 @@ from diffusers import StableDiffusionPipeline
 
 from editlab.methods.base import EditMethod
 from editlab.methods.common import ddim_invert, ddim_scheduler, encode_image, encode_prompt
-from editlab.types import Condition, EditOutput, LearningStrategy, Sample, Taxonomy, TaskType
+from editlab.types import Condition, EditOutput, LearningStrategy, Sample, TaskType, Taxonomy
 
 
 class DDIMSwap(EditMethod):

@@ -11,7 +11,7 @@ import torch
 from diffusers import StableDiffusionImg2ImgPipeline
 
 from editlab.methods.base import EditMethod
-from editlab.types import Condition, EditOutput, LearningStrategy, Sample, Taxonomy, TaskType
+from editlab.types import Condition, EditOutput, LearningStrategy, Sample, TaskType, Taxonomy
 
 
 class SDEdit(EditMethod):

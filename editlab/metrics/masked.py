@@ -65,4 +65,5 @@ class BackgroundSSIM(EditMetric):
         )
         keep3 = keep.expand_as(ssim_map)
         n = keep3.sum(dim=(1, 2, 3))
-        return torch.where(n > 0, (ssim_map * keep3).sum(dim=(1, 2, 3)) / n.clamp(min=1), torch.full_like(n, float("nan")))
+        mean = (ssim_map * keep3).sum(dim=(1, 2, 3)) / n.clamp(min=1)
+        return torch.where(n > 0, mean, torch.full_like(n, float("nan")))

@@ -47,7 +47,11 @@ def toy_components(seed: int = 0, text_dim: int = 32) -> dict:
         latent_channels=4,
         norm_num_groups=4,
         sample_size=64,
+        scaling_factor=5.0,  # brings this random encoder's latents to roughly unit std, as SD's 0.18215 does
     )
+    with torch.no_grad():  # a near-deterministic posterior, as trained SD VAEs have (std ~ 1e-4)
+        vae.quant_conv.weight[4:] = 0.0
+        vae.quant_conv.bias[4:] = -18.0
     torch.manual_seed(seed)
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
