@@ -340,7 +340,7 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
     if todo:
         torch.manual_seed(cfg.seed)
         backbone = backbone_from_config(cfg.backbone, device=cfg.device, dtype=cfg.dtype)
-        method.setup(backbone)
+        method.setup(backbone, cache_dir=Path(cfg.results_dir) / "_cache")
         backbone_info = backbone.describe()
         atomic_write_json(run_dir / "backbone.json", backbone_info)
         bar = tqdm(todo, desc=f"{cfg.method.name}", unit="edit", dynamic_ncols=True)

@@ -9,6 +9,7 @@ is "not applicable"; a present but unusable one (an empty prompt) is an error fo
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -26,10 +27,16 @@ class EditMethod(ABC):
     def __init__(self, **settings: Any) -> None:
         self.settings = settings
         self.backbone = None
+        self.cache_dir: Path | None = None
 
-    def setup(self, backbone: Any) -> None:
-        """Receive the backbone's components once, before the first edit."""
+    def setup(self, backbone: Any, cache_dir: Path | None = None) -> None:
+        """Receive the backbone's components once, before the first edit.
+
+        ``cache_dir`` is a folder the method may use to store reusable intermediate results (e.g. inversions)
+        across runs; the runner passes ``<results_dir>/_cache``.
+        """
         self.backbone = backbone
+        self.cache_dir = cache_dir
 
     @abstractmethod
     def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:

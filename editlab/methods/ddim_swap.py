@@ -30,8 +30,8 @@ class DDIMSwap(EditMethod):
         self.guidance_scale = guidance_scale
         self.num_inference_steps = num_inference_steps
 
-    def setup(self, backbone) -> None:
-        super().setup(backbone)
+    def setup(self, backbone, cache_dir=None) -> None:
+        super().setup(backbone, cache_dir)
         self.pipe = backbone.pipeline(StableDiffusionPipeline, scheduler=ddim_scheduler(backbone))
 
     def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:

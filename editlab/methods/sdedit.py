@@ -32,8 +32,8 @@ class SDEdit(EditMethod):
         self.guidance_scale = guidance_scale
         self.num_inference_steps = num_inference_steps
 
-    def setup(self, backbone) -> None:
-        super().setup(backbone)
+    def setup(self, backbone, cache_dir=None) -> None:
+        super().setup(backbone, cache_dir)
         self.pipe = backbone.pipeline(StableDiffusionImg2ImgPipeline)
 
     def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:
