@@ -33,7 +33,9 @@ def test_registries_match_config_folders() -> None:
     assert METHODS.names() == _names("method")
     assert DATASETS.names() == _names("dataset")
     assert BACKBONES.names() == _names("backbone")
-    metric_targets = {v["_target_"] for v in compose_cfg([]).metrics.values()}
+    metric_targets = {
+        v["_target_"] for name in _names("metrics") for v in compose_cfg([f"metrics={name}"]).metrics.values()
+    }
     assert {METRICS.path(n).replace(":", ".") for n in METRICS.names()} == metric_targets
 
 
@@ -62,11 +64,15 @@ def test_backbone_configs(name: str, monkeypatch) -> None:
     assert isinstance(backbone, Backbone) and backbone.resolution > 0
 
 
-def test_metric_configs_instantiate_or_skip_with_reason() -> None:
-    metrics, skipped = build_metrics(compose_cfg([]).metrics)
-    assert len(metrics) + len(skipped) == len(compose_cfg([]).metrics)
+@pytest.mark.parametrize("name", _names("metrics"))
+def test_metric_configs_instantiate_or_skip_with_reason(name: str, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = compose_cfg([f"metrics={name}"]).metrics
+    metrics, skipped = build_metrics(cfg)
+    assert len(metrics) + len(skipped) == len(cfg)
     assert all(reason for reason in skipped.values())
-    assert {"bg_psnr", "bg_mse", "bg_ssim"} <= {m.name for m in metrics}
+    if name == "default":
+        assert {"bg_psnr", "bg_mse", "bg_ssim", "gt_psnr", "gt_ssim"} <= {m.name for m in metrics}
 
 
 @pytest.mark.parametrize("name", _names("experiment"))

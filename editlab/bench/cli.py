@@ -56,7 +56,8 @@ def _list() -> None:
     print("\nmetrics:")
     for name in METRICS.names():
         cls = METRICS.get(name)
-        print(f"  {name:<14} {'↑' if cls.higher_is_better else '↓'} {cls.definition}")
+        definition = getattr(cls, "definition", "") or (cls.__doc__ or "").strip().splitlines()[0]
+        print(f"  {name:<17} {'↑' if cls.higher_is_better else '↓'} {definition}")
     print("\nbackbones (configs/backbone):")
     for name in BACKBONES.names():
         cfg = OmegaConf.load(CONFIG_DIR / "backbone" / f"{name}.yaml")

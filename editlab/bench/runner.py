@@ -44,6 +44,7 @@ from editlab.bench.env import PeakMemory, environment
 from editlab.datasets.base import EditDataset
 from editlab.methods.base import EditMethod
 from editlab.metrics.base import EditBatch, EditMetric, MetricUnavailable, mask_to_unit, pil_to_unit
+from editlab.metrics.distribution import DistributionMetric
 from editlab.types import EditOutput, NotApplicable, Sample, SampleError
 
 log = logging.getLogger("editlab")
@@ -66,11 +67,11 @@ def _plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
 
 
-def build_metrics(metrics_cfg: Any) -> tuple[list[EditMetric], dict[str, str]]:
+def build_metrics(metrics_cfg: Any) -> tuple[list[Any], dict[str, str]]:
     """Instantiate the metric configs; metrics whose weights are missing are skipped with their reason."""
     from hydra.utils import instantiate
 
-    metrics: list[EditMetric] = []
+    metrics: list[Any] = []
     skipped: dict[str, str] = {}
     for key, mcfg in (metrics_cfg or {}).items():
         if mcfg is None:
@@ -202,13 +203,18 @@ def edit_one(method: EditMethod, dataset: EditDataset, sample_id: str, seed: int
         sample = prepare_sample(sample, resolution)
         method.check_inputs(sample)
         generator = torch.Generator("cpu").manual_seed(rec["seed"])
+        gpu_time = None
         with PeakMemory(device) as mem:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
+                start_evt, end_evt = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start_evt.record()
             start = time.perf_counter()
             output = method.edit(sample, generator)
             if device.type == "cuda":
+                end_evt.record()
                 torch.cuda.synchronize(device)
+                gpu_time = start_evt.elapsed_time(end_evt) / 1000.0
             wall = time.perf_counter() - start
         image = output_to_image(output, sample.source_image.size)
     except NotApplicable as err:
@@ -226,6 +232,7 @@ def edit_one(method: EditMethod, dataset: EditDataset, sample_id: str, seed: int
         "status": STATUS_OK,
         "error": None,
         "wall_time_s": wall,
+        "gpu_time_s": gpu_time,
         "peak_mem_mb": mem.peak_mb,
         "peak_mem_kind": mem.kind,
         "info": output.info,
@@ -290,22 +297,47 @@ def score_records(metrics: list[EditMetric], dataset: EditDataset, run_dir: Path
 # --------------------------------------------------------------------------------------------------------
 # Aggregation
 # --------------------------------------------------------------------------------------------------------
-def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counts, and mean / std / n / NaN count of each metric, runtime and peak memory."""
+def aggregate(records: list[dict[str, Any]], higher: dict[str, bool]) -> dict[str, Any]:
+    """Counts, and per metric (plus runtime and peak memory): mean, std, n, NaN count, bootstrap 95% CI and
+    worst decile (see :func:`editlab.bench.stats.summarize`)."""
+    from editlab.bench.stats import summarize
+
     counts = {s: sum(r["status"] == s for r in records) for s in (STATUS_OK, STATUS_ERROR, STATUS_NA)}
     ok = [r for r in records if r["status"] == STATUS_OK]
     names = sorted({k for r in ok for k in r.get("metrics", {})})
-    columns: dict[str, dict[str, float | int]] = {}
-    for name in names + ["wall_time_s", "peak_mem_mb"]:
+    columns: dict[str, dict[str, Any]] = {}
+    for name in names + ["wall_time_s", "gpu_time_s", "peak_mem_mb"]:
         raw = [r.get("metrics", {}).get(name) if name in names else r.get(name) for r in ok]
-        vals = np.array([v for v in raw if v is not None], dtype=float)
-        columns[name] = {
-            "mean": float(vals.mean()) if vals.size else float("nan"),
-            "std": float(vals.std(ddof=1)) if vals.size > 1 else 0.0 if vals.size else float("nan"),
-            "n": int(vals.size),
-            "nan": int(len(raw) - vals.size),
-        }
+        if name == "gpu_time_s" and all(v is None for v in raw):
+            continue
+        vals = np.array([np.nan if v is None else v for v in raw], dtype=float)
+        columns[name] = summarize(vals, higher.get(name, False))
     return {"counts": counts | {"total": len(records)}, "metrics": columns}
+
+
+def score_distribution(metrics: list[DistributionMetric], dataset: EditDataset, run_dir: Path,
+                       records: list[dict[str, Any]], batch_size: int) -> dict[str, dict[str, Any]]:
+    """FID / KID over every successful edit of the run."""
+    out: dict[str, dict[str, Any]] = {}
+    if not metrics or not records:
+        return out
+    for m in metrics:
+        m.reset()
+    by_size: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    for rec in records:
+        with Image.open(run_dir / rec["image"]) as im:
+            by_size.setdefault(im.size, []).append(rec)
+    for group in by_size.values():
+        for start in range(0, len(group), batch_size):
+            batch = _batch_for(dataset, run_dir, group[start:start + batch_size])
+            for m in metrics:
+                m.update(batch)
+    for m in metrics:
+        try:
+            out[m.name] = m.compute()
+        except Exception as err:
+            out[m.name] = {"value": None, "error": f"{type(err).__name__}: {err}"}
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -359,7 +391,9 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
             bar.set_postfix(status=rec["status"])
 
     # 3. Metric phase: score edits whose stored values were made with other metric settings
-    metrics, skipped = build_metrics(cfg.metrics)
+    all_metrics, skipped = build_metrics(cfg.metrics)
+    metrics = [m for m in all_metrics if not isinstance(m, DistributionMetric)]
+    dist_metrics = [m for m in all_metrics if isinstance(m, DistributionMetric)]
     metrics_key = stable_hash([m.describe() for m in metrics])
     stale = [r for r in records.values() if r["status"] == STATUS_OK and r.get("metrics_key") != metrics_key]
     if stale:
@@ -374,8 +408,12 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
                 del rec["metric_errors"]
             atomic_write_json(run_dir / "records" / f"{safe_name(rec['id'])}.json", rec)
 
+    ok_records = [records[s] for s in ids if records[s]["status"] == STATUS_OK]
+    dataset_metrics = score_distribution(dist_metrics, dataset, run_dir, ok_records, cfg.runner.metrics_batch_size)
+
     # 4. Aggregate and write samples.jsonl / results.json
     ordered = [records[s] for s in ids]
+    higher = {m.name: m.higher_is_better for m in metrics}
     atomic_write_text(run_dir / "samples.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in ordered))
     results = {
         "experiment": cfg.experiment_name,
@@ -386,10 +424,11 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
         "taxonomy": method.taxonomy.as_dict(),
         "method_settings": _plain(cfg.method),
         "backbone": backbone_info,
-        "metric_mode": cfg.get("metric_mode", "clean"),
-        "metric_definitions": {m.name: m.describe() for m in metrics},
+        "metric_modes": sorted({m.mode for m in all_metrics}),
+        "metric_definitions": {m.name: m.describe() for m in all_metrics},
         "metrics_skipped": skipped,
-        **aggregate(ordered),
+        "dataset_metrics": dataset_metrics,
+        **aggregate(ordered, higher),
     }
     atomic_write_json(run_dir / "results.json", results)
     from editlab.bench.tables import render_tables

@@ -58,6 +58,11 @@ def _labels(runs: list[dict[str, Any]]) -> list[str]:
     return labels
 
 
+def _column(name: str, higher: bool, scale: float) -> str:
+    suffix = f" ×1e{int(round(np.log10(scale)))}" if scale != 1.0 else ""
+    return f"{name}{suffix} {'↑' if higher else '↓'}"
+
+
 def _fmt(mean: float, std: float, n: int) -> str:
     if n == 0 or not np.isfinite(mean):
         return "–"
@@ -71,17 +76,30 @@ def build_table(run_dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     results = [r for r, _ in loaded]
     labels = _labels(results)
     higher: dict[str, bool] = {}
+    scale: dict[str, float] = {}
+    dataset_level: set[str] = set()
     for res in results:
         for name, d in res.get("metric_definitions", {}).items():
             higher[name] = d.get("higher_is_better", True)
-    metric_names = sorted(higher)
+            scale[name] = d.get("scale", 1.0)
+            if d.get("per_sample") is False:
+                dataset_level.add(name)
+    metric_names = sorted(set(higher) - dataset_level)
     rows, long_rows = [], []
     for label, res, (_, records) in zip(labels, results, loaded):
         agg = res["metrics"]
         row: dict[str, Any] = {"learning strategy": res["taxonomy"]["learning_strategy"], "method": label}
         for name in metric_names:
             a = agg.get(name, {"mean": float("nan"), "std": float("nan"), "n": 0})
-            row[f"{name} {'↑' if higher[name] else '↓'}"] = _fmt(a["mean"], a["std"], a["n"])
+            k = scale[name]
+            row[_column(name, higher[name], k)] = _fmt(a["mean"] * k, a["std"] * k, a["n"])
+        for name in sorted(dataset_level):
+            d = (res.get("dataset_metrics") or {}).get(name) or {}
+            value = d.get("value")
+            cell = "–" if value is None or not np.isfinite(value) else f"{value:.4g}"
+            if cell != "–" and d.get("std") is not None and np.isfinite(d["std"]):
+                cell += f" ± {d['std']:.2g}"
+            row[_column(name, higher[name], scale[name])] = cell
         t = agg.get("wall_time_s", {"mean": float("nan"), "std": 0, "n": 0})
         m = agg.get("peak_mem_mb", {"mean": float("nan"), "std": 0, "n": 0})
         row["s/edit ↓"] = _fmt(t["mean"], t["std"], t["n"])

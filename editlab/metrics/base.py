@@ -64,6 +64,10 @@ class EditMetric(Metric):
     #: Short human-readable definition, recorded with every result.
     definition: str = ""
     version: str = "1"
+    #: ``clean`` (editlab's documented definitions) or ``pie`` (PIE-Bench's evaluate.py, quirks included).
+    mode: str = "clean"
+    #: Tables print ``value * scale`` (PIE-Bench prints structure x10^3, LPIPS x10^3, MSE x10^4, SSIM x10^2).
+    scale: float = 1.0
     higher_is_better: bool = True
     is_differentiable = False
     full_state_update = False
@@ -91,6 +95,8 @@ class EditMetric(Metric):
             "class": f"{type(self).__module__}.{type(self).__name__}",
             "definition": self.definition,
             "version": self.version,
+            "mode": self.mode,
+            "scale": self.scale,
             "higher_is_better": self.higher_is_better,
             **self.extra_description(),
         }

@@ -1,0 +1,114 @@
+"""Dataset-level metrics: FID and KID between the edited images and a reference set.
+
+Both are torchmetrics' implementations (streaming feature sums and covariances for FID, so memory does not
+grow with N) with a configurable feature extractor:
+
+- ``inception``: torchmetrics' InceptionV3 (needs the ``torch-fidelity`` package and its weights);
+- a CLIP folder (default: editlab's ShapesWorld CLIP, offline): L2-normalised projected image embeddings.
+
+The reference set is the ground-truth targets when the dataset has them (``reference: target``), else the
+source images. The extractor is part of the recorded metric name, e.g. ``fid[clip]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
+
+from editlab.metrics.base import EditBatch, MetricUnavailable
+from editlab.metrics.clip_score import _features, load_clip
+
+
+class CLIPFeatures(torch.nn.Module):
+    """Image -> L2-normalised CLIP image embedding; takes float images in [0, 1] of any size."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__()
+        clip, processor, _ = load_clip(model)
+        self.clip = clip
+        size = processor.image_processor.crop_size
+        self.size = (int(size["height"]), int(size["width"]))
+        self.register_buffer("mean", torch.tensor(processor.image_processor.image_mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(processor.image_processor.image_std).view(1, 3, 1, 1))
+        self.num_features = int(clip.config.projection_dim)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        x = F.interpolate(x, size=self.size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+        feats = _features(self.clip.get_image_features(pixel_values=(x - self.mean) / self.std))
+        return F.normalize(feats.float(), dim=-1)
+
+
+def _extractor(feature: str) -> tuple[Any, str]:
+    if feature == "inception":
+        try:
+            FrechetInceptionDistance(feature=2048)
+        except Exception as err:
+            raise MetricUnavailable(
+                f"Inception features need the torch-fidelity package and its InceptionV3 weights ({err}); offline, "
+                "use feature=weights/shapesworld/clip"
+            ) from err
+        return 2048, "inception"
+    return CLIPFeatures(feature), "clip" if feature.rstrip("/").endswith("clip") else feature
+
+
+class DistributionMetric:
+    """FID or KID over a whole run; ``update`` per batch, ``compute`` once. Not a per-sample metric."""
+
+    higher_is_better = False
+    per_sample_metric = False
+    mode = "clean"
+    scale = 1.0
+    version = "1"
+
+    def __init__(self, kind: str = "fid", feature: str = "weights/shapesworld/clip", reference: str = "target",
+                 kid_subset_size: int = 50) -> None:
+        """``kind``: fid | kid; ``feature``: inception or a CLIP folder; ``reference``: target | source."""
+        if kind not in ("fid", "kid"):
+            raise ValueError(f"unknown kind '{kind}', available: fid, kid")
+        if reference not in ("target", "source"):
+            raise ValueError(f"reference must be target or source, got '{reference}'")
+        extractor, tag = _extractor(feature)
+        self.kind, self.feature, self.reference, self.kid_subset_size = kind, feature, reference, kid_subset_size
+        self.name = f"{kind}[{tag}]"
+        self.definition = (
+            f"torchmetrics {kind.upper()} between edited images and the {reference} images (source images when a "
+            f"sample has no target), features: {feature}"
+        )
+        if kind == "fid":
+            self.metric = FrechetInceptionDistance(feature=extractor, normalize=True)
+        else:
+            self.metric = KernelInceptionDistance(feature=extractor, normalize=True, subset_size=kid_subset_size)
+        self.n = 0
+
+    def reset(self) -> None:
+        self.metric.reset()
+        self.n = 0
+
+    def update(self, batch: EditBatch) -> None:
+        ref = batch.target if self.reference == "target" and batch.target is not None else batch.source
+        self.metric.update(ref, real=True)
+        self.metric.update(batch.edited, real=False)
+        self.n += len(batch)
+
+    def compute(self) -> dict[str, float]:
+        """``{"value", "std", "n"}`` (std only for KID, over its subsets); NaN with fewer than 2 images."""
+        n = self.n
+        if n < 2:
+            return {"value": float("nan"), "std": float("nan"), "n": n}
+        if self.kind == "kid":
+            self.metric.subset_size = min(self.kid_subset_size, n)
+        out = self.metric.compute()
+        if self.kind == "kid":
+            return {"value": float(out[0]), "std": float(out[1]), "n": n}
+        return {"value": float(out), "std": float("nan"), "n": n}
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "class": f"{type(self).__module__}.{type(self).__name__}",
+                "definition": self.definition, "version": self.version, "mode": self.mode, "scale": self.scale,
+                "higher_is_better": False, "backbone": self.feature, "per_sample": False}

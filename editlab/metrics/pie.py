@@ -1,0 +1,133 @@
+"""PIE-Bench's metrics exactly as its evaluate.py computes them (Ju et al., 2024, PnPInversion repository).
+
+The quirks that matter for reproducing its Table 1, each a deliberate part of this mode:
+
+- the edit mask has its one-pixel image border forced to 1 (treated as edited) "to avoid annotation errors";
+- "unedited part" metrics are computed over the *full frame* after multiplying both images by (1 - mask), so
+  the zero-filled edit region counts in the average; NaN when nothing is unedited, excluded from the mean;
+- LPIPS uses the squeeze backbone; CLIP is ViT-L/14 with bracket marks stripped from prompts; the "edited"
+  CLIP score multiplies the uint8 edit by the mask;
+- structure distance runs DINO ViT-B/8 on 0-255 pixel values (ImageNet-normalised after resizing to 224);
+- the paper prints structure x10^3, LPIPS x10^3, MSE x10^4, SSIM x10^2 (``scale`` of each metric).
+
+All inputs are the runner's [0, 1] tensors; PSNR, MSE and SSIM use torchmetrics as PIE-Bench does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+from editlab.metrics.base import EditBatch, EditMetric
+from editlab.metrics.clip_score import CLIPEditedRegion, CLIPScoreMetric
+from editlab.metrics.lpips_metric import LPIPSMetric
+from editlab.metrics.structure import StructureDistance
+
+PIE_CLIP = "openai/clip-vit-large-patch14"
+
+
+def pie_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Binary (B, 1, H, W) mask with the image border forced to 1, as PIE-Bench's ``mask_decode`` does."""
+    m = (mask > 0.5).float().clone()
+    m[..., 0, :] = 1
+    m[..., -1, :] = 1
+    m[..., :, 0] = 1
+    m[..., :, -1] = 1
+    return m
+
+
+class _PIEUnedited(EditMetric):
+    """Base: both images x (1 - mask) over the full frame; NaN where the unedited part is empty."""
+
+    mode = "pie"
+
+    def _score(self, edited: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def per_sample(self, batch: EditBatch) -> torch.Tensor:
+        out = torch.full((len(batch),), float("nan"))
+        if batch.mask is None:
+            return out
+        keep = 1 - pie_mask(batch.mask)
+        valid = keep.flatten(1).sum(1) > 0
+        if valid.any():
+            out[valid] = self._score(batch.edited[valid] * keep[valid], batch.source[valid] * keep[valid]).float()
+        return out
+
+
+class PIEPSNR(_PIEUnedited):
+    name = "pie_psnr_unedit"
+    definition = "PIE-Bench psnr_unedit_part: torchmetrics PSNR (data range 1) of both images x (1 - mask), full frame"
+    higher_is_better = True
+
+    def _score(self, edited: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        return peak_signal_noise_ratio(edited, source, data_range=1.0, reduction="none", dim=(1, 2, 3))
+
+
+class PIEMSE(_PIEUnedited):
+    name = "pie_mse_unedit"
+    definition = "PIE-Bench mse_unedit_part: mean squared error of both images x (1 - mask) over the full frame"
+    higher_is_better = False
+    scale = 1e4
+
+    def _score(self, edited: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        return ((edited - source) ** 2).flatten(1).mean(1)
+
+
+class PIESSIM(_PIEUnedited):
+    name = "pie_ssim_unedit"
+    definition = "PIE-Bench ssim_unedit_part: torchmetrics SSIM (data range 1) of both images x (1 - mask), full frame"
+    higher_is_better = True
+    scale = 1e2
+
+    def _score(self, edited: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        return structural_similarity_index_measure(edited, source, data_range=1.0, reduction="none")
+
+
+class PIELPIPS(_PIEUnedited):
+    name = "pie_lpips_unedit"
+    higher_is_better = False
+    scale = 1e3
+
+    def __init__(self, net: str = "squeeze", allow_random_backbone: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.lpips = LPIPSMetric(net=net, allow_random_backbone=allow_random_backbone)
+        if self.lpips.random_backbone:
+            self.name += "_randbackbone"
+        self.definition = f"PIE-Bench lpips_unedit_part: {self.lpips.definition}, both images x (1 - mask)"
+
+    @torch.no_grad()
+    def _score(self, edited: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        return self.lpips.model(edited * 2 - 1, source * 2 - 1).flatten()
+
+
+class PIECLIPWhole(CLIPScoreMetric):
+    name = "pie_clip_whole"
+    mode = "pie"
+    definition = "PIE-Bench clip_similarity_target_image: CLIPScore(edit, target prompt without brackets)"
+
+    def __init__(self, model: str = PIE_CLIP, **kwargs: Any) -> None:
+        super().__init__(model=model, **kwargs)
+
+
+class PIECLIPEdited(CLIPEditedRegion):
+    name = "pie_clip_edited"
+    mode = "pie"
+    definition = "PIE-Bench clip_similarity_target_image_edit_part: CLIPScore(uint8(edit x mask), target prompt)"
+
+    def __init__(self, model: str = PIE_CLIP, **kwargs: Any) -> None:
+        super().__init__(model=model, **kwargs)
+
+    def _images(self, batch: EditBatch) -> torch.Tensor | None:
+        return None if batch.mask is None else batch.edited * pie_mask(batch.mask)
+
+
+class PIEStructure(StructureDistance):
+    mode = "pie"
+    scale = 1e3
+
+    def __init__(self, backbone: str = "torchhub:dino_vitb8", **kwargs: Any) -> None:
+        super().__init__(backbone=backbone, mode="pie", **kwargs)
+        self.name = "pie_" + self.name
