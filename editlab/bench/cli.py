@@ -56,7 +56,7 @@ def _list() -> None:
     print("\nmetrics:")
     for name in METRICS.names():
         cls = METRICS.get(name)
-        definition = getattr(cls, "definition", "") or (cls.__doc__ or "").strip().splitlines()[0]
+        definition = getattr(cls, "definition", "") or next(iter((cls.__doc__ or "").strip().splitlines()), "")
         print(f"  {name:<17} {'↑' if cls.higher_is_better else '↓'} {definition}")
     print("\nbackbones (configs/backbone):")
     for name in BACKBONES.names():

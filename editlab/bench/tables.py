@@ -111,13 +111,28 @@ def build_table(run_dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
             if rec.get("status") != "ok":
                 continue
             for name, v in (rec.get("metrics") or {}).items():
-                long_rows.append({"method": label, "task_type": rec.get("task_type"), "metric": name, "value": v})
+                long_rows.append({"method": label, "sample_id": rec["id"], "task_type": rec.get("task_type"),
+                                  "metric": name, "value": np.nan if v is None else v})
     table = pd.DataFrame(rows)
     if not table.empty:
         order = {s: i for i, s in enumerate(STRATEGY_ORDER)}
         table["_o"] = table["learning strategy"].map(order)
         table = table.sort_values(["_o", "method"], kind="stable").drop(columns="_o").reset_index(drop=True)
-    return table, pd.DataFrame(long_rows, columns=["method", "task_type", "metric", "value"])
+    long = pd.DataFrame(long_rows, columns=["method", "sample_id", "task_type", "metric", "value"])
+    long.attrs["higher"] = higher
+    return table, long
+
+
+def paired_table(long: pd.DataFrame) -> pd.DataFrame:
+    """Every pair of methods on every per-sample metric: paired bootstrap CI of the mean difference and a
+    Wilcoxon signed-rank p-value over the samples both methods edited (see :mod:`editlab.bench.stats`)."""
+    from editlab.bench.stats import pairwise_table
+
+    if long.empty or long["method"].nunique() < 2:
+        return pd.DataFrame()
+    higher = long.attrs.get("higher", {})
+    return pairwise_table(long[["method", "sample_id", "metric", "value"]], {m: higher.get(m, True) for m in
+                                                                            long["metric"].unique()})
 
 
 def task_table(long: pd.DataFrame, metric: str | None = None) -> tuple[str | None, pd.DataFrame]:
@@ -151,8 +166,15 @@ def render_tables(run_dirs: list[Path], out_dir: Path | None = None, task_metric
         "csv": table.to_csv(index=False),
         "latex": table.to_latex(index=False, escape=True) if not table.empty else "",
     }
+    paired = paired_table(long)
+    if not paired.empty:
+        sig = paired[paired["significant"]]
+        md += f"\n\nPaired comparisons (bootstrap 95% CI and Wilcoxon, same samples): {len(sig)} of {len(paired)} "
+        md += "method pairs x metrics differ significantly; see paired.csv"
     if out_dir is not None:
         out_dir = Path(out_dir)
+        if not paired.empty:
+            atomic_write_text(out_dir / "paired.csv", paired.to_csv(index=False))
         atomic_write_text(out_dir / "table.md", md + "\n")
         atomic_write_text(out_dir / "table.csv", out["csv"])
         atomic_write_text(out_dir / "table.tex", out["latex"])

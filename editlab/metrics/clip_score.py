@@ -141,6 +141,7 @@ class CLIPImageSimilarity(_CLIPMetric):
     """CLIP-I: cosine similarity of image embeddings, edit vs source (``reference=source``) or vs the
     ground-truth target (``reference=target``, fidelity; NaN when the dataset has none)."""
 
+    definition = "cos(E_img(edit), E_img(source or ground-truth target image))"
     higher_is_better = True
 
     def __init__(self, model: str = DEFAULT_CLIP, reference: str = "source", **kwargs: Any) -> None:

@@ -60,6 +60,7 @@ def _extractor(feature: str) -> tuple[Any, str]:
 class DistributionMetric:
     """FID or KID over a whole run; ``update`` per batch, ``compute`` once. Not a per-sample metric."""
 
+    definition = "FID or KID (torchmetrics) between the edits and the targets (or sources), over the whole run"
     higher_is_better = False
     per_sample_metric = False
     mode = "clean"

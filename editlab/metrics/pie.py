@@ -88,6 +88,7 @@ class PIESSIM(_PIEUnedited):
 
 class PIELPIPS(_PIEUnedited):
     name = "pie_lpips_unedit"
+    definition = "PIE-Bench lpips_unedit_part: LPIPS (squeeze) of both images x (1 - mask), full frame"
     higher_is_better = False
     scale = 1e3
 
@@ -125,6 +126,7 @@ class PIECLIPEdited(CLIPEditedRegion):
 
 
 class PIEStructure(StructureDistance):
+    definition = "PIE-Bench structure_distance: DINO ViT-B/8 last-block key self-similarity MSE, 0-255 input quirk"
     mode = "pie"
     scale = 1e3
 

@@ -96,6 +96,7 @@ def _load_dino_hub(name: str) -> _DinoHubExtractor:
 class StructureDistance(EditMetric):
     """MSE between the keys' self-similarity matrices of the edit and the source (lower = structure kept)."""
 
+    definition = "MSE between last-block ViT key self-similarity matrices of the edit and the source"
     higher_is_better = False
 
     def __init__(self, backbone: str = "weights/shapesworld/clip", mode: str = "clean", **kwargs: Any) -> None:
