@@ -369,6 +369,7 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
         else:
             todo.append(sid)
     backbone_info = read_json(run_dir / "backbone.json")
+    edit_start = time.perf_counter()
     if todo:
         torch.manual_seed(cfg.seed)
         backbone = backbone_from_config(cfg.backbone, device=cfg.device, dtype=cfg.dtype)
@@ -390,7 +391,10 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
             records[sid] = rec
             bar.set_postfix(status=rec["status"])
 
+    edit_seconds = time.perf_counter() - edit_start
+
     # 3. Metric phase: score edits whose stored values were made with other metric settings
+    metrics_start = time.perf_counter()
     all_metrics, skipped = build_metrics(cfg.metrics)
     metrics = [m for m in all_metrics if not isinstance(m, DistributionMetric)]
     dist_metrics = [m for m in all_metrics if isinstance(m, DistributionMetric)]
@@ -410,6 +414,7 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
 
     ok_records = [records[s] for s in ids if records[s]["status"] == STATUS_OK]
     dataset_metrics = score_distribution(dist_metrics, dataset, run_dir, ok_records, cfg.runner.metrics_batch_size)
+    metrics_seconds = time.perf_counter() - metrics_start
 
     # 4. Aggregate and write samples.jsonl / results.json
     ordered = [records[s] for s in ids]
@@ -428,6 +433,12 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
         "metric_definitions": {m.name: m.describe() for m in all_metrics},
         "metrics_skipped": skipped,
         "dataset_metrics": dataset_metrics,
+        "timing": {
+            "edit_s_this_run": edit_seconds,
+            "metrics_s_this_run": metrics_seconds,
+            "samples_scored_this_run": len(stale),
+            "edit_s_total": float(sum(r.get("wall_time_s") or 0.0 for r in ordered)),
+        },
         **aggregate(ordered, higher),
     }
     atomic_write_json(run_dir / "results.json", results)
