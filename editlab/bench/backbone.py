@@ -108,13 +108,18 @@ def load_backbone(
     dtype: str = "float32",
     variant: str | None = None,
     local_files_only: bool | None = None,
+    pipeline: str = "StableDiffusionPipeline",
 ) -> Backbone:
     """Load a Stable-Diffusion-style model from a hub id or local folder.
 
     Sampling defaults come from the arguments, else from an ``editlab.json`` in the folder (editlab's own
     models record their recommended guidance scale and step count there), else SD's (7.5, 50, 512).
+    ``pipeline`` names the diffusers pipeline class that reads the folder (e.g.
+    ``StableDiffusionInstructPix2PixPipeline`` or ``StableDiffusionInpaintPipeline`` for specialised UNets).
     """
-    from diffusers import StableDiffusionPipeline
+    import diffusers
+
+    pipeline_cls = getattr(diffusers, pipeline)
 
     source = _resolve_source(pretrained)
     is_local = Path(source).is_dir()
@@ -122,7 +127,7 @@ def load_backbone(
         local_files_only = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
     torch_dtype = resolve_dtype(dtype)
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(
+        pipe = pipeline_cls.from_pretrained(
             source,
             dtype=torch_dtype,
             safety_checker=None,

@@ -90,10 +90,18 @@ def build_metrics(metrics_cfg: Any) -> tuple[list[Any], dict[str, str]]:
 
 
 def build(node: Any) -> Any:
-    """Instantiate a method or dataset config (``_target_``); its ``name`` key is a label, not an argument."""
+    """Instantiate a method or dataset config (``_target_``). Its ``name`` key is a label and its optional
+    ``backbone`` key the method's own backbone config (see :func:`backbone_config`), not arguments."""
     from hydra.utils import instantiate
 
-    return instantiate({k: v for k, v in _plain(node).items() if k != "name"})
+    return instantiate({k: v for k, v in _plain(node).items() if k not in ("name", "backbone")})
+
+
+def backbone_config(cfg: DictConfig) -> Any:
+    """The backbone a grid point runs on: the method's own ``backbone`` node when it has one (an instruction
+    or inpainting model needs its specialised UNet), else the global ``backbone``."""
+    own = cfg.method.get("backbone")
+    return own if own is not None else cfg.backbone
 
 
 def run_dir_for(cfg: DictConfig) -> Path:
@@ -108,7 +116,7 @@ def run_key(cfg: DictConfig) -> str:
     return stable_hash(
         {
             "method": _plain(cfg.method),
-            "backbone": {k: v for k, v in _plain(cfg.backbone).items() if k not in ("device",)},
+            "backbone": {k: v for k, v in _plain(backbone_config(cfg)).items() if k not in ("device",)},
             "seed": cfg.seed,
             "dtype": cfg.dtype,
         }
@@ -372,7 +380,7 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
     edit_start = time.perf_counter()
     if todo:
         torch.manual_seed(cfg.seed)
-        backbone = backbone_from_config(cfg.backbone, device=cfg.device, dtype=cfg.dtype)
+        backbone = backbone_from_config(backbone_config(cfg), device=cfg.device, dtype=cfg.dtype)
         method.setup(backbone, cache_dir=Path(cfg.results_dir) / "_cache")
         backbone_info = backbone.describe()
         atomic_write_json(run_dir / "backbone.json", backbone_info)
