@@ -29,7 +29,8 @@ def test_error_isolation_and_not_applicable(folder_dataset: Path, tmp_path: Path
     assert "mask size (32, 32) differs from image size (64, 64)" in recs["wrong_mask"]["error"]
     assert recs["no_prompts"]["status"] == "not_applicable" and "prompt pair" in recs["no_prompts"]["error"]
     assert recs["empty_prompt"]["status"] == "error" and recs["empty_prompt"]["error"] == "empty target prompt"
-    assert out.results["counts"] == {"ok": 3, "error": 3, "not_applicable": 1, "total": 7}
+    assert out.results["counts"] == {"ok": 3, "error": 3, "not_applicable": 1, "total": 7, "expected": 7}
+    assert out.results["complete"] and out.results["missing"] == 0
     for i in range(3):
         rec = recs[f"good{i}"]
         assert (out.run_dir / rec["image"]).exists()

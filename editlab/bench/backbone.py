@@ -74,7 +74,9 @@ class Backbone:
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` picks CUDA when present, else CPU."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")  # one process per GPU under torchrun
     return torch.device(device)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 import traceback
 from dataclasses import dataclass
@@ -161,6 +162,16 @@ def prepare_sample(sample: Sample, resolution: int | None) -> Sample:
             sample.target_image = _to_rgb(sample.target_image).resize(size, Image.BICUBIC)
     if sample.reference_image is not None:
         sample.reference_image = _to_rgb(sample.reference_image)
+    for key in ("source_prompt", "target_prompt", "instruction"):
+        text = getattr(sample, key)
+        if text is None:
+            continue
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            setattr(sample, key, text.encode("utf-8", "replace").decode("utf-8"))
+            sample.meta.setdefault("input_warnings", []).append(
+                f"{key} had characters that are not valid UTF-8; replaced with '?'")
     return sample
 
 
@@ -236,6 +247,8 @@ def edit_one(method: EditMethod, dataset: EditDataset, sample_id: str, seed: int
     except Exception as err:
         log.debug("method failed on %s:\n%s", sample_id, traceback.format_exc())
         return rec | {"status": STATUS_ERROR, "error": f"method raised {type(err).__name__}: {err}"}, None, {}
+    if sample.meta.get("input_warnings"):
+        rec["warnings"] = sample.meta["input_warnings"]
     rec |= {
         "status": STATUS_OK,
         "error": None,
@@ -279,14 +292,21 @@ def _batch_for(dataset: EditDataset, run_dir: Path, records: list[dict[str, Any]
     )
 
 
+def _groups(dataset: EditDataset, run_dir: Path, records: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Records that can share a metric batch: same image size, and all or none with a mask and a target."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for rec in records:
+        with Image.open(run_dir / rec["image"]) as im:
+            size = im.size
+        sample = dataset.load(rec["id"])
+        groups.setdefault((size, sample.mask is not None, sample.target_image is not None), []).append(rec)
+    return list(groups.values())
+
+
 def score_records(metrics: list[EditMetric], dataset: EditDataset, run_dir: Path, records: list[dict[str, Any]],
                   batch_size: int) -> None:
     """Compute every metric for ``records`` (in place), batching samples of equal image size."""
-    by_size: dict[tuple[int, int], list[dict[str, Any]]] = {}
-    for rec in records:
-        with Image.open(run_dir / rec["image"]) as im:
-            by_size.setdefault(im.size, []).append(rec)
-    for group in by_size.values():
+    for group in _groups(dataset, run_dir, records):
         for start in range(0, len(group), batch_size):
             chunk = group[start:start + batch_size]
             batch = _batch_for(dataset, run_dir, chunk)
@@ -331,11 +351,7 @@ def score_distribution(metrics: list[DistributionMetric], dataset: EditDataset, 
         return out
     for m in metrics:
         m.reset()
-    by_size: dict[tuple[int, int], list[dict[str, Any]]] = {}
-    for rec in records:
-        with Image.open(run_dir / rec["image"]) as im:
-            by_size.setdefault(im.size, []).append(rec)
-    for group in by_size.values():
+    for group in _groups(dataset, run_dir, records):
         for start in range(0, len(group), batch_size):
             batch = _batch_for(dataset, run_dir, group[start:start + batch_size])
             for m in metrics:
@@ -363,27 +379,29 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     device = resolve_device(cfg.device)
     atomic_write_json(run_dir / "env.json", environment(device))
-    ids = dataset.ids()
-    log.info("%s on %s: %d samples -> %s", cfg.method.name, cfg.dataset.name, len(ids), run_dir)
+    remove_orphaned_temp_files(run_dir)
+    all_ids = dataset.ids()
+    atomic_write_json(run_dir / "ids.json", all_ids)
+    shard, num_shards = resolve_shard(cfg.runner)
+    ids = shard_ids(dataset, all_ids, shard, num_shards)
+    where = f" (shard {shard} of {num_shards}: {len(ids)} of {len(all_ids)})" if num_shards > 1 else ""
+    log.info("%s on %s: %d samples%s -> %s", cfg.method.name, cfg.dataset.name, len(all_ids), where, run_dir)
 
     # 2. Edit phase: only samples without a finished record are edited
     records: dict[str, dict[str, Any]] = {}
     todo = []
     for sid in ids:
-        rec = read_json(run_dir / "records" / f"{safe_name(sid)}.json")
-        image_ok = rec is not None and (rec["status"] != STATUS_OK or (run_dir / rec["image"]).exists())
-        if rec is not None and rec.get("id") == sid and image_ok:
+        rec = load_record(run_dir, sid)
+        if rec is not None:
             records[sid] = rec
         else:
             todo.append(sid)
-    backbone_info = read_json(run_dir / "backbone.json")
     edit_start = time.perf_counter()
     if todo:
         torch.manual_seed(cfg.seed)
         backbone = backbone_from_config(backbone_config(cfg), device=cfg.device, dtype=cfg.dtype)
         method.setup(backbone, cache_dir=Path(cfg.results_dir) / "_cache")
-        backbone_info = backbone.describe()
-        atomic_write_json(run_dir / "backbone.json", backbone_info)
+        atomic_write_json(run_dir / "backbone.json", backbone.describe())
         bar = tqdm(todo, desc=f"{cfg.method.name}", unit="edit", dynamic_ncols=True)
         for sid in bar:
             rec, image, extras = edit_one(method, dataset, sid, cfg.seed, backbone.resolution, backbone.device)
@@ -398,10 +416,9 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
             atomic_write_json(run_dir / "records" / f"{safe_name(sid)}.json", rec)
             records[sid] = rec
             bar.set_postfix(status=rec["status"])
-
     edit_seconds = time.perf_counter() - edit_start
 
-    # 3. Metric phase: score edits whose stored values were made with other metric settings
+    # 3. Metric phase: score this worker's edits whose stored values were made with other metric settings
     metrics_start = time.perf_counter()
     all_metrics, skipped = build_metrics(cfg.metrics)
     metrics = [m for m in all_metrics if not isinstance(m, DistributionMetric)]
@@ -419,16 +436,10 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
             if not rec["metric_errors"]:
                 del rec["metric_errors"]
             atomic_write_json(run_dir / "records" / f"{safe_name(rec['id'])}.json", rec)
-
-    ok_records = [records[s] for s in ids if records[s]["status"] == STATUS_OK]
-    dataset_metrics = score_distribution(dist_metrics, dataset, run_dir, ok_records, cfg.runner.metrics_batch_size)
     metrics_seconds = time.perf_counter() - metrics_start
 
-    # 4. Aggregate and write samples.jsonl / results.json
-    ordered = [records[s] for s in ids]
-    higher = {m.name: m.higher_is_better for m in metrics}
-    atomic_write_text(run_dir / "samples.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in ordered))
-    results = {
+    # 4. Assemble samples.jsonl / results.json from every worker's records (under a lock: shards share the folder)
+    base = {
         "experiment": cfg.experiment_name,
         "dataset": cfg.dataset.name,
         "method": cfg.method.name,
@@ -436,23 +447,117 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
         "seed": cfg.seed,
         "taxonomy": method.taxonomy.as_dict(),
         "method_settings": _plain(cfg.method),
-        "backbone": backbone_info,
         "metric_modes": sorted({m.mode for m in all_metrics}),
         "metric_definitions": {m.name: m.describe() for m in all_metrics},
         "metrics_skipped": skipped,
-        "dataset_metrics": dataset_metrics,
-        "timing": {
-            "edit_s_this_run": edit_seconds,
-            "metrics_s_this_run": metrics_seconds,
-            "samples_scored_this_run": len(stale),
-            "edit_s_total": float(sum(r.get("wall_time_s") or 0.0 for r in ordered)),
-        },
-        **aggregate(ordered, higher),
+        "num_shards": num_shards,
+        "timing": {"edit_s_this_run": edit_seconds, "metrics_s_this_run": metrics_seconds,
+                   "samples_scored_this_run": len(stale)},
     }
-    atomic_write_json(run_dir / "results.json", results)
+    with RunLock(run_dir):
+        results = assemble(run_dir, base)
+        if results["complete"] and dist_metrics:
+            ok = [r for r in _present_records(run_dir, all_ids) if r["status"] == STATUS_OK]
+            results["dataset_metrics"] = score_distribution(dist_metrics, dataset, run_dir, ok,
+                                                            cfg.runner.metrics_batch_size)
+            atomic_write_json(run_dir / "results.json", results)
     from editlab.bench.tables import render_tables
 
     tables = render_tables([run_dir], out_dir=run_dir)
     if show_table:
         print(tables["markdown"])
     return RunOutcome(run_dir=run_dir, results=results, edited=len(todo), reused=len(ids) - len(todo))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Sharding, assembly and locking
+# --------------------------------------------------------------------------------------------------------
+def resolve_shard(runner_cfg: Any) -> tuple[int, int]:
+    """``(shard, num_shards)`` from ``runner.shard`` / ``runner.num_shards``; ``shard=auto`` reads RANK and
+    WORLD_SIZE as set by ``torchrun`` / ``accelerate launch`` (one process per GPU)."""
+    shard, num = runner_cfg.get("shard", 0), runner_cfg.get("num_shards", 1)
+    if shard == "auto":
+        shard, num = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    shard, num = int(shard), int(num)
+    if num < 1 or not 0 <= shard < num:
+        raise ValueError(f"runner.shard must be in [0, runner.num_shards), got shard={shard}, num_shards={num}")
+    return shard, num
+
+
+def shard_ids(dataset: EditDataset, ids: list[str], shard: int, num_shards: int) -> list[str]:
+    """This shard's ids: samples are split by a hash of their *source image* key, so every edit of one source
+    (and its cached inversion) lands on the same worker, whatever the order or number of samples."""
+    if num_shards == 1:
+        return ids
+    return [i for i in ids if int(stable_hash(dataset.source_key(i), 8), 16) % num_shards == shard]
+
+
+def remove_orphaned_temp_files(run_dir: Path, older_than_s: float = 60.0) -> int:
+    """Delete temporary files a killed worker left mid-write (atomic writes never expose them); files younger
+    than ``older_than_s`` may belong to a live worker and are kept."""
+    now, removed = time.time(), 0
+    for tmp in run_dir.rglob(".*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > older_than_s:
+                tmp.unlink()
+                removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def load_record(run_dir: Path, sample_id: str) -> dict[str, Any] | None:
+    """A finished record for ``sample_id`` (and its image, for successful edits), else None."""
+    rec = read_json(run_dir / "records" / f"{safe_name(sample_id)}.json")
+    if rec is None or rec.get("id") != sample_id:
+        return None
+    if rec.get("status") == STATUS_OK and not (run_dir / rec.get("image", "")).is_file():
+        return None
+    return rec
+
+
+def _present_records(run_dir: Path, ids: list[str]) -> list[dict[str, Any]]:
+    return [r for r in (load_record(run_dir, i) for i in ids) if r is not None]
+
+
+def assemble(run_dir: Path, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Rebuild samples.jsonl and results.json from ``ids.json`` and every record present (all shards).
+
+    ``base`` carries the run's metadata; without it, the metadata of the existing results.json is kept (this
+    is how ``editlab report`` merges shards without models).
+    """
+    ids = read_json(run_dir / "ids.json") or []
+    previous = read_json(run_dir / "results.json") or {}
+    results = dict(base) if base is not None else {k: v for k, v in previous.items()}
+    present = _present_records(run_dir, ids)
+    higher = {n: d.get("higher_is_better", True) for n, d in results.get("metric_definitions", {}).items()}
+    atomic_write_text(run_dir / "samples.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in present))
+    results["backbone"] = read_json(run_dir / "backbone.json")
+    results["complete"] = len(present) == len(ids)
+    results["missing"] = len(ids) - len(present)
+    results.setdefault("timing", {})["edit_s_total"] = float(sum(r.get("wall_time_s") or 0.0 for r in present))
+    results.setdefault("dataset_metrics", previous.get("dataset_metrics", {}) if results["complete"] else {})
+    results |= aggregate(present, higher)
+    results["counts"]["expected"] = len(ids)
+    atomic_write_json(run_dir / "results.json", results)
+    return results
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``<run_dir>/.lock``: workers sharing a results folder assemble one at a time."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / ".lock"
+
+    def __enter__(self) -> RunLock:
+        import fcntl
+
+        self.fh = open(self.path, "a")
+        fcntl.flock(self.fh, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import fcntl
+
+        fcntl.flock(self.fh, fcntl.LOCK_UN)
+        self.fh.close()

@@ -42,6 +42,11 @@ class EditDataset(ABC):
     def load(self, sample_id: str) -> Sample:
         """Decode one sample."""
 
+    def source_key(self, sample_id: str) -> str:
+        """Identity of the sample's source image (several edits may share one source); used to shard work so
+        that a source's cached inversion stays on one worker. Defaults to the sample id."""
+        return sample_id
+
     def ids(self) -> list[str]:
         """Sample ids after the ``task_types`` and ``limit`` filters."""
         out = [i for i, t in self._index() if self.task_types is None or t in self.task_types]
