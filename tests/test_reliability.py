@@ -18,7 +18,7 @@ from editlab.bench.runner import assemble, resolve_shard, run, shard_ids
 from editlab.bench.tables import build_table
 from editlab.datasets.base import EditDataset
 from editlab.methods.base import EditMethod
-from editlab.types import Condition, EditOutput, LearningStrategy, Sample, Taxonomy, TaskType
+from editlab.types import Condition, EditOutput, LearningStrategy, Sample, TaskType, Taxonomy
 
 ROOT = Path(__file__).resolve().parent.parent
 
