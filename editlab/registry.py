@@ -38,6 +38,30 @@ METHODS = Registry(
     {
         "sdedit": "editlab.methods.sdedit:SDEdit",
         "ddim_swap": "editlab.methods.ddim_swap:DDIMSwap",
+        "edit": "editlab.methods.inversion_editing:InversionEditing",
+    },
+)
+
+INVERSIONS = Registry(
+    "inversion",
+    {
+        "ddim": "editlab.methods.inversion.ddim:DDIMInversion",
+        "nti": "editlab.methods.inversion.nti:NullTextInversion",
+        "npi": "editlab.methods.inversion.npi:NegativePromptInversion",
+        "direct": "editlab.methods.inversion.direct:DirectInversion",
+        "edict": "editlab.methods.inversion.edict:EDICTInversion",
+        "ddpm": "editlab.methods.inversion.ddpm:DDPMInversion",
+    },
+)
+
+EDITORS = Registry(
+    "editor",
+    {
+        "swap": "editlab.methods.editors.swap:PromptSwap",
+        "p2p": "editlab.methods.editors.p2p:PromptToPrompt",
+        "masactrl": "editlab.methods.editors.masactrl:MasaCtrl",
+        "pnp": "editlab.methods.editors.pnp:PlugAndPlay",
+        "pix2pix_zero": "editlab.methods.editors.pix2pix_zero:Pix2PixZero",
     },
 )
 

@@ -409,6 +409,8 @@ def build_model(run_dirs: list[Path] | list[LoadedRun]) -> TableModel:
         cells["ok/err/n.a."] = Cell(f"{c['ok']}/{c['error']}/{c['not_applicable']}")
         rows.append({"meta": meta, "cells": cells, "run": run})
 
+    # a metric no run defines for any sample only widens the table
+    columns = [c for c in columns if families[c] == "cost" or any(r["cells"][c].text != "–" for r in rows)]
     order = {s: i for i, s in enumerate(STRATEGY_ORDER)}
     rows.sort(key=lambda r: (order.get(r["meta"]["learning strategy"], len(order)), r["meta"]["method"]))
     for col in columns:
@@ -482,7 +484,7 @@ def task_cells(long: pd.DataFrame, metric: str, pivot: pd.DataFrame, higher: boo
         for method in pivot.index:
             v = pivot.loc[method, (fam, task)]
             value = float(v) * scale if pd.notna(v) else float("nan")
-            col[method] = Cell("–" if not np.isfinite(value) else f"{value:.{_digits(value) + 1}f}", value)
+            col[method] = Cell("–" if not np.isfinite(value) else f"{value:.{_digits(value)}f}", value)
         mark_best(col, higher)
         best = [m for m, c in col.items() if c.best]
         in_task = sub[sub["task_type"] == task]
@@ -681,7 +683,7 @@ def render_tables(run_dirs: list[Path], out_dir: Path | None = None, task_metric
     html_parts = [f"<h2>Methods by learning strategy</h2>{_model_html(model)}"]
     if len(model.rows) > 1:
         groups = "; ".join(f"{fam}: {', '.join(cols)}" for fam, cols in _family_groups(model.columns, model.families))
-        md += f"\n\n{SIGNIFICANCE_NOTE}. Column groups: {groups}."
+        md += f"\n\n{SIGNIFICANCE_NOTE}. Column groups: {groups}"
         html_parts.append(f"<p class=note>{_note_html()}</p>")
     out = {"csv": model.frame("plain").to_csv(index=False), "latex": _model_latex(model)}
     files: dict[str, str] = {}

@@ -104,7 +104,9 @@ class DistributionMetric:
             return {"value": float("nan"), "std": float("nan"), "n": n}
         if self.kind == "kid":
             self.metric.subset_size = min(self.kid_subset_size, n)
-        out = self.metric.compute()
+        with torch.random.fork_rng():  # KID draws random subsets: seed them so reruns give identical values
+            torch.manual_seed(0)
+            out = self.metric.compute()
         if self.kind == "kid":
             return {"value": float(out[0]), "std": float(out[1]), "n": n}
         return {"value": float(out), "std": float("nan"), "n": n}
