@@ -70,6 +70,12 @@ DATASETS = Registry(
     {
         "shapesworld": "editlab.datasets.shapesworld:ShapesWorldDataset",
         "folder": "editlab.datasets.folder:FolderDataset",
+        "pie_bench": "editlab.datasets.pie_bench:PIEBenchDataset",
+        "editeval": "editlab.datasets.editeval:EditEvalDataset",
+        "magicbrush": "editlab.datasets.magicbrush:MagicBrushDataset",
+        "imagenhub_text": "editlab.datasets.imagenhub:ImagenHubTextDataset",
+        "imagenhub_mask": "editlab.datasets.imagenhub:ImagenHubMaskDataset",
+        "tedbench": "editlab.datasets.tedbench:TEdBenchDataset",
     },
 )
 

@@ -25,7 +25,7 @@ def test_unknown_command_lists_commands() -> None:
     try:
         main(["frobnicate"])
     except SystemExit as err:
-        assert "available: run, list, report, train" in str(err)
+        assert "available: run, list, report, data, train" in str(err)
     else:
         raise AssertionError("expected SystemExit")
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from conftest import compose_cfg, write_folder_dataset
+from test_datasets_benchmarks import FIXTURE_WRITERS
 
 from editlab import ROOT
 from editlab.bench.backbone import Backbone, BackboneUnavailable, backbone_from_config
@@ -43,7 +44,9 @@ def test_registries_match_config_folders() -> None:
 def test_dataset_configs(name: str, tmp_path: Path) -> None:
     overrides = [f"dataset={name}", "dataset.limit=2"]
     if name == "folder":
-        overrides.append(f"dataset.root={write_folder_dataset(tmp_path / 'd')}")
+        overrides.append(f"dataset.root={write_folder_dataset(tmp_path / 'd', broken=False)}")
+    elif name in FIXTURE_WRITERS:
+        overrides.append(f"dataset.root={FIXTURE_WRITERS[name](tmp_path / name)}")
     cfg = compose_cfg(overrides)
     dataset = build(cfg.dataset)
     assert isinstance(dataset, EditDataset) and len(dataset.ids()) == 2

@@ -68,19 +68,68 @@ def _list() -> None:
 
 
 def _report(argv: list[str]) -> None:
-    from editlab.bench.tables import find_runs, render_tables
+    from editlab.bench.tables import find_runs
 
-    parser = argparse.ArgumentParser(prog="editlab report", description="Re-render tables from stored results.")
+    parser = argparse.ArgumentParser(
+        prog="editlab report",
+        description="Re-render tables, figures, gallery, pilot report and human-evaluation pages from stored results "
+                    "(no model is loaded).")
     parser.add_argument("paths", nargs="+", help="results folders (any level: experiment, dataset or run)")
     parser.add_argument("--task-metric", default=None, help="metric of the per-task-type table")
-    parser.add_argument("--out", default=None, help="where to write table.md/csv/tex (default: first path)")
+    parser.add_argument("--out", default=None, help="where to write the reports (default: first path)")
+    parser.add_argument("--tables-only", action="store_true", help="only table.{md,csv,tex,html} (fast)")
+    parser.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True,
+                        help="quality vs runtime, per-task bars, spread, inversion x editor heat maps (PNG + SVG)")
+    parser.add_argument("--gallery", action=argparse.BooleanOptionalAction, default=True,
+                        help="self-contained HTML gallery per dataset")
+    parser.add_argument("--gallery-max-samples", type=int, default=None, help="first N samples only")
+    parser.add_argument("--thumb", type=int, default=192, help="thumbnail size in the gallery, pixels")
+    parser.add_argument("--pilot", action=argparse.BooleanOptionalAction, default=True,
+                        help="pilot report for adopters (pilot.md / pilot.html)")
+    parser.add_argument("--price-per-hour", type=float, default=2.0, help="device price per hour (default 2.0)")
+    parser.add_argument("--currency", default="USD")
+    parser.add_argument("--manual-minutes", type=float, default=None,
+                        help="minutes a manual edit takes: the pilot report then shows the time saved per edit")
+    parser.add_argument("--export-rating-page", choices=("pairwise", "likert"), default=None,
+                        help="write a blind human rating page (human/rating_page.html) and its key")
+    parser.add_argument("--rating-items", type=int, default=100, help="items on the rating page")
+    parser.add_argument("--ratings", nargs="+", default=[], metavar="FILE",
+                        help="rating files saved from the rating page (JSON or CSV): Elo / Bradley-Terry, alpha")
+    parser.add_argument("--rating-key", default=None, help="rating_key.json (default: beside the rating files)")
     args = parser.parse_args(argv)
     runs = find_runs(args.paths)
     if not runs:
         sys.exit(f"editlab report: no results.json under {', '.join(args.paths)}")
     out_dir = Path(args.out or args.paths[0])
-    print(render_tables(runs, out_dir=out_dir, task_metric=args.task_metric)["markdown"])
-    print(f"\n{len(runs)} runs; tables written to {out_dir}/table.{{md,csv,tex}}")
+    if args.tables_only:
+        from editlab.bench.tables import render_tables
+
+        print(render_tables(runs, out_dir=out_dir, task_metric=args.task_metric)["markdown"])
+        print(f"\n{len(runs)} runs; tables written to {out_dir}/table.{{md,csv,tex,html}}")
+        return
+    from editlab.reports import ReportOptions, render_report
+
+    options = ReportOptions(
+        task_metric=args.task_metric, plots=args.plots, gallery=args.gallery,
+        gallery_max_samples=args.gallery_max_samples, thumb=args.thumb, pilot=args.pilot,
+        price_per_hour=args.price_per_hour, currency=args.currency, manual_minutes=args.manual_minutes,
+        export_rating_page=args.export_rating_page, rating_items=args.rating_items,
+        ratings=[Path(r) for r in args.ratings], rating_key=Path(args.rating_key) if args.rating_key else None)
+    out = render_report(runs, out_dir, options)
+    print(out["tables"]["markdown"])
+    print(f"\n{len(runs)} runs; reports written to {out_dir}:")
+    for section, paths in out["files"].items():
+        if paths:
+            print(f"  {section}: " + ", ".join(str(p.relative_to(out_dir)) if p.is_relative_to(out_dir) else str(p)
+                                             for p in paths))
+
+
+def _data(argv: list[str]) -> None:
+    from editlab.datasets.prepare import main as prepare
+
+    if not argv or argv[0] != "prepare":
+        sys.exit("usage: editlab data prepare <dataset> [--root DIR] [--offline] ...  (editlab data prepare --help)")
+    sys.exit(prepare(argv[1:]))
 
 
 def _train(argv: list[str]) -> None:
@@ -96,7 +145,8 @@ USAGE = """usage: editlab <command> [args]
 commands:
   run [overrides]      run a methods x datasets grid (Hydra app: method=, dataset=, backbone=, seed=, -m ...)
   list                 registered methods (with survey taxonomy), datasets, metrics, backbones, experiments
-  report DIR [...]     re-render comparison tables from stored results
+  report DIR [...]     re-render tables, figures, gallery, pilot report, human evaluation (no models)
+  data prepare NAME    fetch (when online) or explain where to place a benchmark, then verify it
   train NAME [...]     train one of editlab's ShapesWorld models ({trainers})
 """
 
@@ -114,10 +164,12 @@ def main(argv: list[str] | None = None) -> None:
         _list()
     elif command == "report":
         _report(rest)
+    elif command == "data":
+        _data(rest)
     elif command == "train":
         _train(rest)
     else:
-        sys.exit(f"editlab: unknown command '{command}', available: run, list, report, train")
+        sys.exit(f"editlab: unknown command '{command}', available: run, list, report, data, train")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -108,10 +107,6 @@ def find_image(folder: Path, stem: str) -> Path | None:
         if path.is_file():
             return path
     return None
-
-
-def as_task_types(task_types: Iterable[str | TaskType] | None) -> list[str | TaskType] | None:
-    return None if task_types is None else list(task_types)
 
 
 class FolderDataset(EditDataset):

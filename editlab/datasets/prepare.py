@@ -1,0 +1,460 @@
+"""``editlab data prepare <name>``: fetch a benchmark when it can be fetched, else say what to place where;
+then verify it (sample and file counts, every referenced file present and readable as an index row, and
+checksums).
+
+Sources: EditEval v1 and TEdBench are files in public GitHub repositories (downloaded one by one and checked
+against the git blob hashes GitHub reports); MagicBrush train/dev and the ImagenHub sets are parquet files on
+the Hugging Face hub (checked against the hub's SHA-256). PIE-Bench (request form) and the MagicBrush test
+split (password-protected zip) cannot be fetched automatically: the command prints where to get them and
+exactly where to put the files.
+
+Checksums: after a download, or after the first clean verification of files placed by hand, the SHA-256 of
+every data file is recorded in ``<root>/editlab_manifest.json``; later runs compare against it, so a changed,
+truncated or missing file is reported. ``--checksums FILE`` checks against a ``sha256sum``-style list instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import json
+import os
+import sys
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from editlab.datasets.folder import IMAGE_SUFFIXES, DatasetFormatError
+
+MANIFEST = "editlab_manifest.json"
+TIMEOUT_S = 60
+
+
+class FetchError(RuntimeError):
+    """A download that failed or did not match its published checksum."""
+
+
+# --------------------------------------------------------------------------------------------------------
+# Checksums
+# --------------------------------------------------------------------------------------------------------
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def git_blob_sha1(data: bytes) -> str:
+    """The hash git (and GitHub's tree API) gives a file with content ``data``."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def read_manifest(root: Path, split: str) -> dict[str, str]:
+    """Recorded SHA-256 of the data files of ``split`` under ``root`` ({relative path: hex})."""
+    path = root / MANIFEST
+    if not path.is_file():
+        return {}
+    return dict(json.loads(path.read_text(encoding="utf-8")).get("splits", {}).get(split, {}).get("files", {}))
+
+
+def write_manifest(root: Path, split: str, files: list[Path], note: str) -> dict[str, str]:
+    """Record the SHA-256 of ``files`` as the data of ``split`` (other splits' records are kept)."""
+    path = root / MANIFEST
+    payload = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"algorithm": "sha256"}
+    digests = {p.relative_to(root).as_posix(): sha256_file(p) for p in files}
+    payload.setdefault("splits", {})[split] = {"note": note, "files": dict(sorted(digests.items()))}
+    root.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    return digests
+
+
+def read_checksum_list(path: Path) -> dict[str, str]:
+    """``sha256sum`` output (``<hex>  <path>`` or ``<hex> *<path>``) as {path: hex}."""
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            digest, _, name = line.strip().partition(" ")
+            out[name.strip().lstrip("*")] = digest.lower()
+    return out
+
+
+def compare_checksums(root: Path, expected: dict[str, str], files: list[Path]) -> list[str]:
+    """Problems (missing, changed, unrecorded files) comparing ``files`` under ``root`` with ``expected``."""
+    problems = []
+    present = {p.relative_to(root).as_posix(): p for p in files}
+    for rel, digest in sorted(expected.items()):
+        if rel not in present:
+            if not (root / rel).is_file():
+                problems.append(f"missing: {rel}")
+                continue
+            present[rel] = root / rel
+        if sha256_file(present[rel]) != digest:
+            problems.append(f"checksum mismatch: {rel}")
+    problems += [f"not in the checksum list: {rel}" for rel in sorted(set(present) - set(expected))]
+    return problems
+
+
+# --------------------------------------------------------------------------------------------------------
+# Downloads
+# --------------------------------------------------------------------------------------------------------
+def _urlopen(url: str) -> bytes:
+    request = urllib.request.Request(url, headers={"User-Agent": "editlab-data-prepare"})
+    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:  # noqa: S310 (https URLs only)
+        return response.read()
+
+
+def fetch_github(owner: str, repo: str, prefix: str, dest: Path, keep: Callable[[str], bool] = lambda _: True,
+                 ref: str = "HEAD") -> list[Path]:
+    """Download the files under ``prefix`` of a public GitHub repository into ``dest`` (paths relative to
+    ``prefix``), each checked against the git blob hash of the repository tree."""
+    try:
+        tree = json.loads(_urlopen(f"https://api.github.com/repos/{owner}/{repo}/git/trees/{ref}?recursive=1"))
+    except Exception as err:  # network, HTTP or JSON errors all mean "cannot fetch"
+        raise FetchError(f"could not list github.com/{owner}/{repo}: {type(err).__name__}: {err}") from err
+    blobs = {e["path"]: e["sha"] for e in tree.get("tree", []) if e.get("type") == "blob"
+             and e["path"].startswith(prefix + "/") and keep(e["path"][len(prefix) + 1:])}
+    if not blobs:
+        raise FetchError(f"github.com/{owner}/{repo} has no files under {prefix}/")
+    written = []
+    for path, sha in sorted(blobs.items()):
+        url = f"https://raw.githubusercontent.com/{owner}/{repo}/{ref}/{urllib.parse.quote(path)}"
+        try:
+            data = _urlopen(url)
+        except Exception as err:
+            raise FetchError(f"could not download {url}: {type(err).__name__}: {err}") from err
+        if git_blob_sha1(data) != sha:
+            raise FetchError(f"checksum mismatch for {path}: git blob {git_blob_sha1(data)}, tree says {sha}")
+        target = dest / path[len(prefix) + 1:]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        written.append(target)
+    write_manifest(dest, "test", written,
+                   f"downloaded from github.com/{owner}/{repo}/{prefix}, verified against git blob hashes")
+    return written
+
+
+def _is_split_file(path: str, split: str) -> bool:
+    p = PurePosixPath(path)
+    return p.suffix == ".parquet" and (p.name.startswith(f"{split}-") or p.stem == split or p.parent.name == split)
+
+
+def fetch_hf_parquet(repo_id: str, root: Path, split: str) -> list[Path]:
+    """Download the parquet files of one split of a hub dataset into ``root`` (hub layout kept), each checked
+    against the SHA-256 the hub records; falls back to the hub's automatic parquet conversion."""
+    try:
+        from huggingface_hub import HfApi, hf_hub_download
+    except ImportError as err:
+        raise FetchError("downloading from the Hugging Face hub needs huggingface_hub: pip install huggingface_hub") \
+            from err
+    api = HfApi()
+    files: list[Any] = []
+    revision = None
+    errors = []
+    for revision in (None, "refs/convert/parquet"):
+        try:
+            tree = api.list_repo_tree(repo_id, repo_type="dataset", recursive=True, expand=True, revision=revision)
+            files = [f for f in tree if hasattr(f, "lfs") and _is_split_file(f.path, split)]
+        except Exception as err:
+            errors.append(f"{type(err).__name__}: {err}")
+            continue
+        if files:
+            break
+    if not files:
+        detail = f" ({'; '.join(errors)})" if errors else ""
+        raise FetchError(f"no parquet files for split '{split}' of {repo_id} on the hub{detail}")
+    root.mkdir(parents=True, exist_ok=True)
+    written = []
+    for f in files:
+        try:
+            local = Path(hf_hub_download(repo_id, f.path, repo_type="dataset", revision=revision,
+                                         local_dir=str(root)))
+        except Exception as err:
+            raise FetchError(f"could not download {f.path} from {repo_id}: {type(err).__name__}: {err}") from err
+        lfs = f.lfs
+        expected = getattr(lfs, "sha256", None) or (lfs.get("sha256") if isinstance(lfs, dict) else None)
+        if expected and sha256_file(local) != expected:
+            raise FetchError(f"checksum mismatch for {f.path} from {repo_id}")
+        written.append(local)
+    write_manifest(root, split, written,
+                   f"downloaded from the Hugging Face hub ({repo_id}), verified against the hub's SHA-256")
+    return written
+
+
+# --------------------------------------------------------------------------------------------------------
+# Benchmarks
+# --------------------------------------------------------------------------------------------------------
+@dataclass
+class Benchmark:
+    """How to obtain, find and check one benchmark."""
+
+    name: str
+    title: str
+    target: str                          # "module:Class" of the loader
+    default_split: str
+    counts: dict[str, int]               # expected samples per split
+    place: str                           # what to place where ({root} and {split} are filled in)
+    present: Callable[[Path, str], bool]
+    data_files: Callable[[Path, str], list[Path]]
+    fetch: Callable[[Path, str], Any] | None = None
+    fetchable_splits: tuple[str, ...] = ()
+    image_counts: dict[str, int] = field(default_factory=dict)  # expected image files per split
+    session_counts: dict[str, int] = field(default_factory=dict)  # expected multi-turn sessions per split
+
+    def loader(self) -> Any:
+        module, _, attr = self.target.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+def _files(*paths: Path) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        if p.is_file():
+            out.append(p)
+        elif p.is_dir():
+            out += sorted(q for q in p.rglob("*") if q.is_file() and q.name != MANIFEST)
+    return out
+
+
+def _images(files: list[Path]) -> list[Path]:
+    return [p for p in files if p.suffix in IMAGE_SUFFIXES]
+
+
+def _hf_present(root: Path, split: str) -> bool:
+    from editlab.datasets.magicbrush import parquet_files
+
+    return bool(parquet_files(root, split)) or (root / split / "metadata.jsonl").is_file() or \
+        (root / "dataset_dict.json").is_file() or (root / split / "state.json").is_file()
+
+
+def _hf_files(root: Path, split: str) -> list[Path]:
+    from editlab.datasets.magicbrush import parquet_files
+
+    return parquet_files(root, split) or _files(root / split)
+
+
+def _magicbrush_present(root: Path, split: str) -> bool:
+    return (root / split / "edit_sessions.json").is_file() or (root / "edit_sessions.json").is_file() \
+        or _hf_present(root, split)
+
+
+def _magicbrush_files(root: Path, split: str) -> list[Path]:
+    if (root / split / "edit_sessions.json").is_file():
+        return _files(root / split)
+    if (root / "edit_sessions.json").is_file():
+        return _files(root)
+    return _hf_files(root, split)
+
+
+def _hub_place(repo_id: str) -> str:
+    return (f"Download {repo_id} split '{{split}}' when online (this command does it), or copy its parquet files "
+            f"so that {{root}}/data/{{split}}-00000-of-0000N-<hash>.parquet exist (reading them needs pyarrow); a "
+            f"datasets.save_to_disk folder at {{root}} works too (needs the datasets package).")
+
+
+_EDITEVAL_FOLDERS = ("object_addition", "object_replacement", "object_removel", "background_change",
+                     "style_change", "texture_change", "action_change")
+
+BENCHMARKS: dict[str, Benchmark] = {
+    "pie_bench": Benchmark(
+        name="pie_bench", title="PIE-Bench (Ju et al. 2024)", target="editlab.datasets.pie_bench:PIEBenchDataset",
+        default_split="test", counts={"test": 700}, image_counts={"test": 700},
+        place=(
+            "PIE-Bench is distributed by its authors through the request form linked from the PnPInversion "
+            "repository (github.com/cure-lab/PnPInversion, 'Benchmark Download'). Unzip PIE-Bench_v1 so that\n"
+            "  {root}/mapping_file.json\n"
+            "  {root}/annotation_images/0_random_140/000000000000.jpg\n"
+            "  ... 700 images in the 10 folders 0_random_140 ... 9_change_style_80"
+        ),
+        present=lambda root, split: (root / "mapping_file.json").is_file(),
+        data_files=lambda root, split: _files(root / "mapping_file.json", root / "annotation_images"),
+    ),
+    "editeval": Benchmark(
+        name="editeval", title="EditEval v1 (Huang et al. 2024)", target="editlab.datasets.editeval:EditEvalDataset",
+        default_split="test", counts={"test": 50}, image_counts={"test": 50},
+        place=(
+            "EditEval v1 is the folder EditEval_v1/Dataset of github.com/SiatMMLab/"
+            "Awesome-Diffusion-Model-Based-Image-Editing-Methods (this command downloads it when online). "
+            "Place it so that\n"
+            "  {root}/editing_prompts_collection.xlsx\n"
+            "  {root}/object_addition/1.jpg  {root}/object_replacement/  {root}/object_removel/  "
+            "{root}/background_change/\n"
+            "  {root}/style_change/  {root}/texture_change/  {root}/action_change/   (50 images in all)"
+        ),
+        present=lambda root, split: (root / "editing_prompts_collection.xlsx").is_file(),
+        data_files=lambda root, split: _files(root / "editing_prompts_collection.xlsx",
+                                              *(root / f for f in _EDITEVAL_FOLDERS)),
+        fetch=lambda root, split: fetch_github(
+            "SiatMMLab", "Awesome-Diffusion-Model-Based-Image-Editing-Methods", "EditEval_v1/Dataset", root),
+        fetchable_splits=("test",),
+    ),
+    "magicbrush": Benchmark(
+        name="magicbrush", title="MagicBrush (Zhang et al. 2023)",
+        target="editlab.datasets.magicbrush:MagicBrushDataset",
+        default_split="test", counts={"test": 1053, "dev": 528, "train": 8807},
+        session_counts={"test": 535, "dev": 266, "train": 4512},
+        place=(
+            "test split: download the test zip linked from github.com/OSU-NLP-Group/MagicBrush (its README gives "
+            "the password) and unzip it so that\n"
+            "  {root}/test/edit_sessions.json\n"
+            "  {root}/test/images/<img_id>/<img_id>-input.png, <img_id>-mask1.png, <img_id>-output1.png, ...\n"
+            "  {root}/test/global_descriptions.json, local_descriptions.json (optional: captions)\n"
+            "train and dev splits: " + _hub_place("osunlp/MagicBrush")
+        ),
+        present=_magicbrush_present,
+        data_files=_magicbrush_files,
+        fetch=lambda root, split: fetch_hf_parquet("osunlp/MagicBrush", root, split),
+        fetchable_splits=("train", "dev"),
+    ),
+    "imagenhub_text": Benchmark(
+        name="imagenhub_text", title="ImagenHub text-guided image editing",
+        target="editlab.datasets.imagenhub:ImagenHubTextDataset",
+        default_split="filtered", counts={"filtered": 179, "extra": 249, "dev": 528},
+        place=_hub_place("ImagenHub/Text_Guided_Image_Editing"),
+        present=_hf_present, data_files=_hf_files,
+        fetch=lambda root, split: fetch_hf_parquet("ImagenHub/Text_Guided_Image_Editing", root, split),
+        fetchable_splits=("filtered", "extra", "dev"),
+    ),
+    "imagenhub_mask": Benchmark(
+        name="imagenhub_mask", title="ImagenHub mask-guided image editing",
+        target="editlab.datasets.imagenhub:ImagenHubMaskDataset",
+        default_split="filtered", counts={"filtered": 179, "extra": 249, "dev": 528},
+        place=_hub_place("ImagenHub/Mask_Guided_Image_Editing"),
+        present=_hf_present, data_files=_hf_files,
+        fetch=lambda root, split: fetch_hf_parquet("ImagenHub/Mask_Guided_Image_Editing", root, split),
+        fetchable_splits=("filtered", "extra", "dev"),
+    ),
+    "tedbench": Benchmark(
+        name="tedbench", title="TEdBench (Kawar et al. 2023, Imagic)",
+        target="editlab.datasets.tedbench:TEdBenchDataset",
+        default_split="test", counts={"test": 100},
+        place=(
+            "TEdBench is the folder tedbench of github.com/imagic-editing/imagic-editing.github.io (this command "
+            "downloads it when online). Place it so that\n"
+            "  {root}/input_list.json\n"
+            "  {root}/originals/<img_name>   (every img_name of input_list.json)"
+        ),
+        present=lambda root, split: (root / "input_list.json").is_file(),
+        data_files=lambda root, split: _files(root / "input_list.json", root / "originals"),
+        fetch=lambda root, split: fetch_github(
+            "imagic-editing", "imagic-editing.github.io", "tedbench", root,
+            keep=lambda rel: rel == "input_list.json" or rel.startswith("originals/")),
+        fetchable_splits=("test",),
+    ),
+}
+
+
+# --------------------------------------------------------------------------------------------------------
+# Verification
+# --------------------------------------------------------------------------------------------------------
+def verify(name: str, root: Path, split: str, checksums: Path | None = None, record: bool = True,
+           out: Any = None) -> int:
+    """Check one prepared benchmark; prints a report, returns 0 when everything matches, else 1."""
+    out = out or sys.stdout
+    bench = BENCHMARKS[name]
+    problems: list[str] = []
+    try:
+        dataset = bench.loader()(root=str(root), split=split, on_error="skip")
+    except (FileNotFoundError, DatasetFormatError, ImportError, ValueError) as err:
+        print(f"[{name}] cannot read {root}: {err}", file=out)
+        return 1
+    n = len(dataset.ids())
+    expected = bench.counts.get(split)
+    print(f"[{name}] {root} split '{split}': {n} samples" + (f" (expected {expected})" if expected else ""),
+          file=out)
+    if expected is not None and n != expected:
+        problems.append(f"{n} samples, expected {expected}")
+    expected_sessions = bench.session_counts.get(split)
+    if expected_sessions is not None and hasattr(dataset, "sessions"):
+        n_sessions = len(dataset.sessions())
+        print(f"[{name}] {n_sessions} sessions (expected {expected_sessions})", file=out)
+        if n_sessions != expected_sessions:
+            problems.append(f"{n_sessions} sessions, expected {expected_sessions}")
+    issues = dataset.issues.by_id
+    for message in list(issues.values())[:20]:
+        problems.append(message)
+    if len(issues) > 20:
+        problems.append(f"... and {len(issues) - 20} more sample problems")
+    files = bench.data_files(root, split)
+    n_images = len(_images(files))
+    expected_images = bench.image_counts.get(split)
+    if expected_images is not None:
+        print(f"[{name}] {n_images} image files (expected {expected_images})", file=out)
+        if n_images != expected_images:
+            problems.append(f"{n_images} image files, expected {expected_images}")
+    if checksums is not None:
+        diffs = compare_checksums(root, read_checksum_list(checksums), files)
+        print(f"[{name}] checksums against {checksums}: {'ok' if not diffs else f'{len(diffs)} problem(s)'}",
+              file=out)
+        problems += diffs
+    else:
+        recorded = read_manifest(root, split)
+        if recorded:
+            diffs = compare_checksums(root, recorded, files)
+            print(f"[{name}] checksums against {root / MANIFEST}: "
+                  f"{'ok' if not diffs else f'{len(diffs)} problem(s)'}", file=out)
+            problems += diffs
+        elif record and not problems:
+            write_manifest(root, split, files, "recorded by editlab data prepare after a clean verification")
+            print(f"[{name}] recorded SHA-256 of {len(files)} files in {root / MANIFEST}", file=out)
+    if problems:
+        print(f"[{name}] {len(problems)} problem(s):", file=out)
+        for p in problems:
+            print(f"  - {p}", file=out)
+        return 1
+    print(f"[{name}] ok", file=out)
+    return 0
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "EDITLAB_OFFLINE"))
+
+
+def instructions(name: str, root: Path, split: str) -> str:
+    bench = BENCHMARKS[name]
+    return f"{bench.title}, split '{split}':\n" + bench.place.format(root=root, split=split)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``editlab data prepare <name> [--root DIR] [--split S] [--offline] [--checksums FILE]``; returns the exit
+    status: 0 ready and verified, 1 present but with problems, 2 missing (instructions printed)."""
+    parser = argparse.ArgumentParser(prog="editlab data prepare",
+                                     description="Fetch (when possible) and verify a benchmark dataset.")
+    parser.add_argument("name", choices=sorted(BENCHMARKS), help="benchmark to prepare")
+    parser.add_argument("--root", help="data folder (default: data/<name>, the dataset config's default root)")
+    parser.add_argument("--split", help="split to prepare (default: the benchmark's evaluation split)")
+    parser.add_argument("--offline", action="store_true",
+                        help="never download; print what to place where (also when HF_HUB_OFFLINE=1)")
+    parser.add_argument("--checksums", type=Path, help="verify against this sha256sum-style list")
+    parser.add_argument("--no-record", action="store_true",
+                        help="do not record checksums after a clean verification of hand-placed files")
+    args = parser.parse_args(argv)
+    bench = BENCHMARKS[args.name]
+    root = Path(args.root or f"data/{args.name}")
+    split = args.split or bench.default_split
+    if split not in bench.counts:
+        parser.error(f"unknown split {split!r} for {args.name}; valid: {', '.join(bench.counts)}")
+    if not bench.present(root, split):
+        can_fetch = bench.fetch is not None and split in bench.fetchable_splits
+        if can_fetch and not (args.offline or _offline()):
+            print(f"[{args.name}] downloading split '{split}' to {root} ...")
+            try:
+                bench.fetch(root, split)
+            except FetchError as err:
+                print(f"[{args.name}] could not download: {err}\n")
+                print(instructions(args.name, root, split))
+                return 2
+        else:
+            why = "offline" if can_fetch else "this split cannot be downloaded automatically"
+            print(f"[{args.name}] not found at {root} ({why}).\n")
+            print(instructions(args.name, root, split))
+            return 2
+    return verify(args.name, root, split, checksums=args.checksums, record=not args.no_record)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
