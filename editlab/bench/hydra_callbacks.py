@@ -1,4 +1,5 @@
-"""Hydra callback: after a multirun, print and write the comparison table over all of its grid points."""
+"""Hydra callback: after a multirun, print the comparison table over all of its grid points and render the
+full report (tables, paper comparison, plots, HTML gallery, pilot report) beside the results."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from omegaconf import DictConfig
 
 class TablesCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from editlab.bench.tables import render_tables
+        from editlab.reports import render_report
 
         sweep_dir = Path(config.hydra.sweep.dir)
         run_dirs = sorted({Path(p.read_text().strip()) for p in sweep_dir.rglob("run_dir.txt")})
@@ -22,5 +23,6 @@ class TablesCallback(Callback):
         for d in run_dirs:
             by_dataset.setdefault(d.parent, []).append(d)
         for dataset_dir, runs in by_dataset.items():
-            md = render_tables(runs, out_dir=dataset_dir)["markdown"]
-            print(f"\n=== {dataset_dir} ({len(runs)} runs)\n{md}\ntables written to {dataset_dir}/table.{{md,csv,tex}}")
+            md = render_report(runs, dataset_dir)["tables"]["markdown"]
+            print(f"\n=== {dataset_dir} ({len(runs)} runs)\n{md}\nreport written to {dataset_dir}/index.html "
+                  f"(tables, plots, gallery, pilot report)")

@@ -346,13 +346,16 @@ def build_model(run_dirs: list[Path] | list[LoadedRun]) -> TableModel:
             if d.get("per_sample") is False:
                 dataset_level.add(name)
     metric_names = sorted(set(higher) - dataset_level, key=_family_rank)
+    several = len({run.dataset for run in runs}) > 1
     long_rows = []
     for run in runs:
         for rec in run.records:
             if rec.get("status") != "ok":
                 continue
+            # with several datasets, sample ids are qualified so that paired tests never pair across datasets
+            sid = f"{run.dataset}/{rec['id']}" if several else rec["id"]
             for name, v in (rec.get("metrics") or {}).items():
-                long_rows.append({"method": run.label, "sample_id": rec["id"], "task_type": rec.get("task_type"),
+                long_rows.append({"method": run.label, "sample_id": sid, "task_type": rec.get("task_type"),
                                   "metric": name, "value": np.nan if v is None else v})
     long = pd.DataFrame(long_rows, columns=["method", "sample_id", "task_type", "metric", "value"])
     long["value"] = long["value"].astype(float)
@@ -361,7 +364,8 @@ def build_model(run_dirs: list[Path] | list[LoadedRun]) -> TableModel:
     lookup = _paired_lookup(paired)
 
     composite = any(run.parts for run in runs)
-    meta_columns = ["learning strategy", "method"] + (["inversion", "editor"] if composite else [])
+    meta_columns = (["learning strategy"] + (["dataset"] if several else []) + ["method"]
+                    + (["inversion", "editor"] if composite else []))
     columns, families, metric_of = [], {}, {}
     for name in metric_names + sorted(dataset_level, key=_family_rank):
         col = _column(name, higher[name], scale[name])
@@ -376,7 +380,7 @@ def build_model(run_dirs: list[Path] | list[LoadedRun]) -> TableModel:
     for run in runs:
         res = run.results
         parts = run.parts
-        meta = {"learning strategy": run.strategy, "method": run.label}
+        meta = {"learning strategy": run.strategy, "dataset": run.dataset, "method": run.label}
         if composite:
             meta |= {"inversion": parts[1] if parts else "", "editor": parts[0] if parts else ""}
         cells: dict[str, Cell] = {}
@@ -412,14 +416,16 @@ def build_model(run_dirs: list[Path] | list[LoadedRun]) -> TableModel:
     # a metric no run defines for any sample only widens the table
     columns = [c for c in columns if families[c] == "cost" or any(r["cells"][c].text != "–" for r in rows)]
     order = {s: i for i, s in enumerate(STRATEGY_ORDER)}
-    rows.sort(key=lambda r: (order.get(r["meta"]["learning strategy"], len(order)), r["meta"]["method"]))
+    rows.sort(key=lambda r: (order.get(r["meta"]["learning strategy"], len(order)), r["meta"]["dataset"],
+                             r["meta"]["method"]))
     for col in columns:
         if col == "ok/err/n.a.":
             continue
         name = metric_of.get(col)
         is_higher = higher[name] if name else False
-        cells = {r["meta"]["method"]: r["cells"][col] for r in rows}
-        mark_best(cells, is_higher, name if name in metric_names else None, lookup)
+        for dataset in sorted({r["meta"]["dataset"] for r in rows}):  # the best is the best on one dataset
+            cells = {r["meta"]["method"]: r["cells"][col] for r in rows if r["meta"]["dataset"] == dataset}
+            mark_best(cells, is_higher, name if name in metric_names else None, lookup)
     return TableModel(runs=[r["run"] for r in rows], meta_columns=meta_columns, columns=columns, families=families,
                       rows=rows, long=long, paired=paired, higher=higher, scale=scale, metric_of=metric_of)
 
@@ -501,27 +507,33 @@ def task_cells(long: pd.DataFrame, metric: str, pivot: pd.DataFrame, higher: boo
     return cells
 
 
-def grid_table(model: TableModel, metric: str) -> pd.DataFrame:
-    """Inversion (rows) x editor (columns) grid of one metric's mean (scaled); best cell in bold."""
-    rows = []
+def grid_table(model: TableModel, metric: str, dataset: str | None = None) -> pd.DataFrame:
+    """Inversion (rows) x editor (columns) grid of one metric's mean (scaled) on one dataset (default: the only
+    one): best cell in bold, a dagger where the paired test against the best is significant."""
+    cells: dict[str, Cell] = {}
+    where: dict[str, tuple[str, str]] = {}
     for row in model.rows:
         parts = row["run"].parts
-        if not parts:
+        label = row["meta"]["method"]
+        if dataset is not None and row["meta"]["dataset"] != dataset:
             continue
-        vals = model.long[(model.long["method"] == row["meta"]["method"]) & (model.long["metric"] == metric)]
-        vals = vals["value"].dropna()
+        if not parts or parts[::-1] in where.values():
+            continue
+        vals = model.long[(model.long["method"] == label) & (model.long["metric"] == metric)]["value"].dropna()
         if vals.empty:
             continue
-        rows.append({"inversion": parts[1], "editor": parts[0], "value": vals.mean() * model.scale.get(metric, 1.0)})
-    if len(rows) < 2:
+        value = vals.mean() * model.scale.get(metric, 1.0)
+        cells[label] = Cell(f"{value:.{_digits(value)}f}", value)
+        where[label] = (parts[1], parts[0])
+    if len(cells) < 2:
         return pd.DataFrame()
-    df = pd.DataFrame(rows).groupby(["inversion", "editor"], sort=True)["value"].mean().unstack("editor")
-    cells = {(i, e): Cell(f"{v:.{_digits(v)}f}", v) for (i, e), v in df.stack().items()}
-    mark_best(cells, model.higher.get(metric, True))
-    out = df.astype(object)
-    for (i, e), cell in cells.items():
-        out.loc[i, e] = cell.markdown()
-    return out.fillna("–")
+    mark_best(cells, model.higher.get(metric, True), metric, _paired_lookup(model.paired))
+    inversions = sorted({i for i, _ in where.values()})
+    editors = sorted({e for _, e in where.values()})
+    out = pd.DataFrame("–", index=pd.Index(inversions, name="inversion"), columns=pd.Index(editors, name="editor"))
+    for label, (i, e) in where.items():
+        out.loc[i, e] = cells[label].markdown()
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -612,7 +624,8 @@ def _model_html(model: TableModel) -> str:
     for row in model.rows:
         strategy = row["meta"]["learning strategy"]
         if strategy != last:
-            body.append(f'<tr class="strategy"><td colspan="{len(meta) + len(model.columns)}">{esc(strategy)}</td></tr>')
+            span = len(meta) + len(model.columns)
+            body.append(f'<tr class="strategy"><td colspan="{span}">{esc(strategy)}</td></tr>')
             last = strategy
         tds = "".join(f"<td>{esc(row['meta'][c])}</td>" for c in meta)
         tds += "".join(cell_html(row["cells"][c]) for c in model.columns)
@@ -673,10 +686,14 @@ def render_tables(run_dirs: list[Path], out_dir: Path | None = None, task_metric
     Returns ``markdown`` (everything: main table, per-task table, inversion x editor grids, paired-test
     summary, paper comparison), ``csv`` and ``latex`` (the main table) and ``html`` (a full page).
     """
+    return render_model(build_model(run_dirs), out_dir, task_metric)
+
+
+def render_model(model: TableModel, out_dir: Path | None = None, task_metric: str | None = None) -> dict[str, str]:
+    """:func:`render_tables` for an already built :class:`TableModel`."""
     from editlab.reports.html import page
     from editlab.reports.paper import compare_with_papers
 
-    model = build_model(run_dirs)
     long = model.long
     table = model.frame("markdown")
     md = table.to_markdown(index=False) if not table.empty else "(no results)"
@@ -700,11 +717,13 @@ def render_tables(run_dirs: list[Path], out_dir: Path | None = None, task_metric
         files["table_tasks.csv"] = t_csv.to_csv(index=False)
         files["table_tasks.tex"] = t_tex
 
-    for m in main_metrics(long):
-        grid = grid_table(model, m)
+    datasets = sorted({r["meta"]["dataset"] for r in model.rows})
+    for m, dataset in ((m, d) for d in datasets for m in main_metrics(long)):
+        grid = grid_table(model, m, dataset)
         if grid.empty:
             continue
         title = f"Inversion × editor: mean {m} {'↑' if model.higher.get(m, True) else '↓'}"
+        title += f" ({dataset})" if len(datasets) > 1 else ""
         md += f"\n\n{title}\n\n{grid.to_markdown()}"
         html_parts.append(f"<h2>{_esc(title)}</h2>{_grid_html(grid)}")
 
@@ -762,6 +781,9 @@ def _grid_html(grid: pd.DataFrame) -> str:
         tds = []
         for v in row:
             text = str(v)
-            tds.append(f"<td><strong>{esc(text[2:-2])}</strong></td>" if text.startswith("**") else f"<td>{esc(text)}</td>")
+            sig = '<sup class="sig">†</sup>' if text.endswith(" †") else ""
+            text = text.removesuffix(" †")
+            bold = text.startswith("**")
+            tds.append(f"<td><strong>{esc(text[2:-2])}</strong></td>" if bold else f"<td>{esc(text)}{sig}</td>")
         rows.append(f"<tr><td>{esc(inv)}</td>{''.join(tds)}</tr>")
     return f'<table class="results"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
