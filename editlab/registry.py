@@ -38,6 +38,14 @@ METHODS = Registry(
     {
         "sdedit": "editlab.methods.sdedit:SDEdit",
         "ddim_swap": "editlab.methods.ddim_swap:DDIMSwap",
+        "diffedit": "editlab.methods.diffedit:DiffEdit",
+        "blended_latent": "editlab.methods.blended_latent:BlendedLatentDiffusion",
+        "inpaint": "editlab.methods.inpaint:SDInpaint",
+        "instruct_pix2pix": "editlab.methods.instruct_pix2pix:InstructPix2Pix",
+        "ledits_pp": "editlab.methods.ledits_pp:LEditsPP",
+        "paint_by_example": "editlab.methods.paint_by_example:PaintByExample",
+        "drag": "editlab.methods.drag:SDEDrag",
+        "imagic": "editlab.methods.imagic:Imagic",
         "edit": "editlab.methods.inversion_editing:InversionEditing",
     },
 )
@@ -112,5 +120,10 @@ BACKBONES = Registry(
         "shapesworld": "editlab.bench.backbone:load_backbone",
         "toy": "editlab.bench.backbone:toy_backbone",
         "sd15": "editlab.bench.backbone:load_backbone",
+        "shapesworld_inpaint": "editlab.bench.backbone:load_backbone",
+        "shapesworld_ip2p": "editlab.bench.backbone:load_backbone",
+        "sd15_inpaint": "editlab.bench.backbone:load_backbone",
+        "instruct_pix2pix": "editlab.bench.backbone:load_backbone",
+        "magicbrush": "editlab.bench.backbone:load_backbone",
     },
 )

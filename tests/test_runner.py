@@ -99,3 +99,13 @@ def test_failing_method_is_recorded(tmp_path: Path, target: str, message: str) -
     assert recs["good0"]["status"] == "error" and message in recs["good0"]["error"]
     assert recs["good1"]["status"] == "ok"  # the run went on
     assert math.isnan(out.results["metrics"]["wall_time_s"]["mean"]) is False
+
+
+def test_setup_failure_skips_the_grid_point_not_the_grid(tmp_path: Path) -> None:
+    data = write_folder_dataset(tmp_path / "data", n_good=2, broken=False)
+    cfg = compose_cfg(toy_overrides(data, tmp_path / "res", "method=sdedit", "metrics=none"))
+    cfg.method = {"_target_": "tests_support.UnavailableMethod", "name": "unavailable"}
+    out = run(cfg, show_table=False)
+    assert "needs public weights" in out.results["setup_error"]
+    assert out.edited == 0 and out.results["counts"]["total"] == 0 and not out.results["complete"]
+    assert not list((out.run_dir / "records").iterdir())  # nothing cached: a later run retries

@@ -34,3 +34,16 @@ class RaisingMethod(EditMethod):
         if sample.id == "good0":
             raise RuntimeError("boom")
         return EditOutput(image=sample.source_image)
+
+
+class UnavailableMethod(EditMethod):
+    """Fails at setup, as a method whose public weights are not available offline does."""
+
+    name = "unavailable_method"
+    taxonomy = _TAX
+
+    def setup(self, backbone, cache_dir=None) -> None:
+        raise RuntimeError("needs public weights 'org/model', not available offline")
+
+    def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:
+        raise AssertionError("never called")

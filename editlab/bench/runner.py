@@ -397,11 +397,19 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
         else:
             todo.append(sid)
     edit_start = time.perf_counter()
+    setup_error = None
     if todo:
         torch.manual_seed(cfg.seed)
-        backbone = backbone_from_config(backbone_config(cfg), device=cfg.device, dtype=cfg.dtype)
-        method.setup(backbone, cache_dir=Path(cfg.results_dir) / "_cache")
-        atomic_write_json(run_dir / "backbone.json", backbone.describe())
+        try:
+            backbone = backbone_from_config(backbone_config(cfg), device=cfg.device, dtype=cfg.dtype)
+            method.setup(backbone, cache_dir=Path(cfg.results_dir) / "_cache")
+        except Exception as err:  # e.g. public weights unavailable offline: this grid point is skipped, not the grid
+            setup_error = f"{type(err).__name__}: {err}"
+            log.error("%s could not be set up, its samples are not edited: %s", cfg.method.name, setup_error)
+            todo = []
+        else:
+            atomic_write_json(run_dir / "backbone.json", backbone.describe())
+    if todo:
         bar = tqdm(todo, desc=f"{cfg.method.name}", unit="edit", dynamic_ncols=True)
         for sid in bar:
             rec, image, extras = edit_one(method, dataset, sid, cfg.seed, backbone.resolution, backbone.device)
@@ -451,6 +459,7 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
         "metric_definitions": {m.name: m.describe() for m in all_metrics},
         "metrics_skipped": skipped,
         "num_shards": num_shards,
+        "setup_error": setup_error,
         "timing": {"edit_s_this_run": edit_seconds, "metrics_s_this_run": metrics_seconds,
                    "samples_scored_this_run": len(stale)},
     }
@@ -466,7 +475,7 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
     tables = render_tables([run_dir], out_dir=run_dir)
     if show_table:
         print(tables["markdown"])
-    return RunOutcome(run_dir=run_dir, results=results, edited=len(todo), reused=len(ids) - len(todo))
+    return RunOutcome(run_dir=run_dir, results=results, edited=len(todo), reused=len(records) - len(todo))
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -1,0 +1,85 @@
+"""Toy-size variants of the toy backbone for methods that need a specialised UNet, with random weights.
+
+* ``inpaint``: a 9-channel UNet (noisy latents + mask + masked-image latents), as SD inpainting uses;
+* ``ip2p``: an 8-channel UNet (noisy latents + source-image latents), as InstructPix2Pix uses;
+* ``paint_by_example``: a 9-channel UNet conditioned on a tiny CLIP-vision image encoder
+  (``PaintByExampleImageEncoder``), stored with its feature extractor in ``Backbone.extra``.
+
+Same purpose as :mod:`editlab.models.toy`: exercise the code paths quickly in tests; they edit nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers import UNet2DConditionModel
+
+from editlab.bench.backbone import Backbone, resolve_device, resolve_dtype
+from editlab.models.toy import toy_components
+
+VARIANTS: dict[str, int] = {"inpaint": 9, "ip2p": 8, "paint_by_example": 9}
+
+
+def widen_unet(unet: UNet2DConditionModel, in_channels: int, seed: int = 0) -> UNet2DConditionModel:
+    """A UNet with ``unet``'s architecture but ``in_channels`` inputs (fresh seeded random weights)."""
+    config = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
+    torch.manual_seed(seed)
+    return UNet2DConditionModel.from_config({**config, "in_channels": in_channels}).eval()
+
+
+def toy_image_encoder(seed: int = 0, proj_size: int = 32) -> tuple[Any, Any]:
+    """A tiny ``PaintByExampleImageEncoder`` (CLIP-vision + mapper) and its 32-px feature extractor."""
+    from diffusers.pipelines.deprecated.paint_by_example.image_encoder import PaintByExampleImageEncoder
+    from transformers import CLIPImageProcessor, CLIPVisionConfig
+
+    torch.manual_seed(seed)
+    config = CLIPVisionConfig(
+        hidden_size=32, intermediate_size=37, num_hidden_layers=5, num_attention_heads=4, image_size=32,
+        patch_size=4, projection_dim=proj_size,
+    )
+    encoder = PaintByExampleImageEncoder(config, proj_size=proj_size).eval()
+    extractor = CLIPImageProcessor(crop_size=32, size=32)
+    return encoder, extractor
+
+
+def toy_variant_backbone(
+    variant: str = "inpaint",
+    seed: int = 0,
+    guidance_scale: float = 1.5,
+    num_inference_steps: int = 10,
+    resolution: int = 64,
+    device: str = "auto",
+    dtype: str = "float32",
+    name: str | None = None,
+) -> Backbone:
+    """The toy backbone with the UNet of ``variant`` (``inpaint``, ``ip2p`` or ``paint_by_example``)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown toy variant '{variant}', available: {', '.join(VARIANTS)}")
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype)
+    comps = toy_components(seed)
+    comps["unet"] = widen_unet(comps["unet"], VARIANTS[variant], seed)
+    extra: dict[str, Any] = {}
+    if variant == "paint_by_example":
+        encoder, extractor = toy_image_encoder(seed, comps["unet"].config.cross_attention_dim)
+        comps["image_encoder"] = encoder
+        extra = {"feature_extractor": extractor}
+    for key in ("vae", "text_encoder", "unet", "image_encoder"):
+        if key in comps:
+            comps[key].to(dev)
+            if torch_dtype != torch.float32:
+                comps[key].to(torch_dtype)
+    if "image_encoder" in comps:
+        extra["image_encoder"] = comps.pop("image_encoder")
+    return Backbone(
+        name=name or f"toy-{variant}",
+        source=f"toy-{variant}(seed={seed}, random weights)",
+        guidance_scale=guidance_scale,
+        num_inference_steps=num_inference_steps,
+        resolution=resolution,
+        device=dev,
+        dtype=torch_dtype,
+        extra=extra,
+        **comps,
+    )
