@@ -1,0 +1,269 @@
+"""Figures for the ShapesWorld model cards, measured on held-out scenes and edits.
+
+    python -m editlab.train.evaluate --which vae|sd|inpaint|ip2p [--n 64] [--update-settings]
+
+``vae``: reconstruction PSNR (and oracle attribute agreement of the reconstructions). ``sd``: text-to-image
+oracle accuracy over a guidance-scale grid, plus DDIM inversion (DDIMInverseScheduler, guidance 1) and
+reconstruction PSNR. ``inpaint`` / ``ip2p``: oracle edit accuracy and preservation on held-out edits.
+Results go to ``<weights>/eval/<which>.json`` with a small sample grid ``<which>.png``;
+``--update-settings`` writes the best guidance scale into the model's ``editlab.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import DDIMInverseScheduler, DDIMScheduler
+from PIL import Image
+from scipy import ndimage
+
+from editlab.train import common as C
+
+EVAL_SEED = 2_000_003  # held out: no trainer draws from this stream
+
+
+def grid(rows: list[np.ndarray], path: Path) -> None:
+    """Save rows of equally sized uint8 images as one PNG."""
+    h = np.concatenate([np.concatenate(list(r), 1) for r in rows], 0)
+    Image.fromarray(h).save(path)
+
+
+def held_scenes(n: int) -> list[Any]:
+    from editlab.datasets.shapesworld import world
+
+    rng = np.random.default_rng(EVAL_SEED)
+    return [world.sample_scene(rng) for _ in range(n)]
+
+
+def held_edits(n: int) -> list[Any]:
+    from editlab.datasets.shapesworld.tasks import train_edit_batch
+
+    return train_edit_batch(np.random.default_rng(EVAL_SEED + 1), n)
+
+
+def _mean_dicts(ds: list[dict[str, float]]) -> dict[str, float]:
+    keys = sorted({k for d in ds for k in d})
+    return {k: float(np.mean([d[k] for d in ds if k in d])) for k in keys}
+
+
+@torch.no_grad()
+def eval_vae(weights: Path, n: int, device: torch.device) -> tuple[dict[str, Any], list[np.ndarray]]:
+    from diffusers import AutoencoderKL
+
+    from editlab.datasets.shapesworld import oracle, world
+    from editlab.train.vae import reconstruct
+
+    vae = AutoencoderKL.from_pretrained(weights / "sd" / "vae").to(device)
+    scenes = held_scenes(n)
+    imgs = np.stack([world.render(s) for s in scenes])
+    rec = reconstruct(vae, imgs, device)
+    attr = _mean_dicts([oracle.attribute_accuracy(r, s) for r, s in zip(rec, scenes, strict=True)])
+    res = {
+        "n": n,
+        "psnr_db": C.psnr(rec, imgs),
+        "oracle_attribute_accuracy_of_reconstructions": attr,
+        "scaling_factor": float(vae.config.scaling_factor),
+        "params": C.count_params(vae),
+    }
+    return res, [imgs[:8], rec[:8]]
+
+
+def _encode_prompts(pipe: Any, prompts: list[str]) -> torch.Tensor:
+    ids = pipe.tokenizer(
+        prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids.to(pipe.device)
+    return pipe.text_encoder(ids)[0]
+
+
+@torch.no_grad()
+def ddim_inversion_psnr(pipe: Any, imgs: np.ndarray, prompts: list[str], steps: int = 50) -> dict[str, float]:
+    """Invert with DDIMInverseScheduler at guidance 1, regenerate with DDIM, compare to the input."""
+    vae, unet = pipe.vae, pipe.unet
+    sf = vae.config.scaling_factor
+    x = C.to_tensor(imgs, pipe.device)
+    z0 = vae.encode(x).latent_dist.mean * sf
+    cond = _encode_prompts(pipe, prompts)
+    inv = DDIMInverseScheduler.from_config(pipe.scheduler.config)
+    fwd = DDIMScheduler.from_config(pipe.scheduler.config)
+    inv.set_timesteps(steps)
+    fwd.set_timesteps(steps)
+    z = z0.clone()
+    for t in inv.timesteps:
+        z = inv.step(unet(z, t, encoder_hidden_states=cond).sample, t, z).prev_sample
+    for t in fwd.timesteps:
+        z = fwd.step(unet(z, t, encoder_hidden_states=cond).sample, t, z).prev_sample
+    rec = C.to_uint8(vae.decode(z / sf).sample)
+    vae_only = C.to_uint8(vae.decode(z0 / sf).sample)
+    return {
+        "inversion_reconstruction_psnr_db": C.psnr(rec, imgs),
+        "vae_only_psnr_db": C.psnr(vae_only, imgs),
+        "_rec": rec,
+    }
+
+
+def eval_sd(weights: Path, n: int, device: torch.device, guidances: list[float], steps: int) -> tuple[dict, list]:
+    from diffusers import StableDiffusionPipeline
+
+    from editlab.datasets.shapesworld import oracle, world
+
+    pipe = StableDiffusionPipeline.from_pretrained(weights / "sd").to(device)
+    pipe.set_progress_bar_config(disable=True)
+    scenes = held_scenes(n)
+    prompts = [world.caption(s) for s in scenes]
+    single = [i for i, s in enumerate(scenes) if len(s.objects) == 1]
+    res: dict[str, Any] = {"n": n, "num_inference_steps": steps, "by_guidance": {}}
+    rows = []
+    for g in guidances:
+        t0 = time.time()
+        gen = torch.Generator("cpu").manual_seed(0)
+        out = []
+        for i in range(0, n, 32):
+            out.append(
+                pipe(
+                    prompts[i : i + 32], guidance_scale=g, num_inference_steps=steps, generator=gen, output_type="np"
+                ).images
+            )
+        imgs = (np.concatenate(out) * 255).round().astype(np.uint8)
+        sa = [oracle.scene_accuracy(im, s) for im, s in zip(imgs, scenes, strict=True)]
+        aa = [oracle.attribute_accuracy(im, s) for im, s in zip(imgs, scenes, strict=True)]
+        allok = [float(all(d.values())) for d in sa]
+        res["by_guidance"][str(g)] = {
+            "scene_all_correct": float(np.mean(allok)),
+            "scene_checks": _mean_dicts([{k: float(v) for k, v in d.items()} for d in sa]),
+            "attribute_accuracy": _mean_dicts(aa),
+            "attribute_accuracy_mean": float(np.mean([np.mean(list(d.values())) for d in aa])),
+            "single_object_all_correct": float(np.mean([allok[i] for i in single])) if single else None,
+            "seconds": time.time() - t0,
+        }
+        rows.append(imgs[:8])
+    best = max(res["by_guidance"], key=lambda k: res["by_guidance"][k]["attribute_accuracy_mean"])
+    res["best_guidance_scale"] = float(best)
+    truth = np.stack([world.render(s) for s in scenes])
+    m = min(n, 32)
+    inv = ddim_inversion_psnr(pipe, truth[:m], prompts[:m], 50)
+    rows = [truth[:8], *rows, inv.pop("_rec")[:8]]
+    res["ddim_inversion"] = {"n": m, "steps": 50, "guidance_scale": 1.0, **inv}
+    res["prompts_first_row"] = prompts[:8]
+    return res, rows
+
+
+def _dilate(mask: np.ndarray, px: int = 2) -> np.ndarray:
+    return ndimage.binary_dilation(mask, iterations=px)
+
+
+def eval_edit(which: str, weights: Path, n: int, device: torch.device, guidances: list[float], steps: int) -> tuple:
+    from diffusers import StableDiffusionInpaintPipeline, StableDiffusionInstructPix2PixPipeline
+
+    from editlab.datasets.shapesworld import oracle
+
+    edits = held_edits(n)
+    folder = weights / ("sd-inpaint" if which == "inpaint" else "ip2p")
+    cls = StableDiffusionInpaintPipeline if which == "inpaint" else StableDiffusionInstructPix2PixPipeline
+    pipe = cls.from_pretrained(folder).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    res: dict[str, Any] = {"n": n, "num_inference_steps": steps, "by_guidance": {}}
+    src = [Image.fromarray(e.source_image) for e in edits]
+    rows = [np.stack([e.source_image for e in edits[:8]]), np.stack([e.target_image for e in edits[:8]])]
+    for g in guidances:
+        t0 = time.time()
+        gen = torch.Generator("cpu").manual_seed(0)
+        out = []
+        for i in range(0, n, 32):
+            chunk = edits[i : i + 32]
+            if which == "inpaint":
+                masks = [Image.fromarray((_dilate(e.mask) * 255).astype(np.uint8)) for e in chunk]
+                r = pipe(
+                    [e.target_prompt for e in chunk],
+                    image=src[i : i + 32],
+                    mask_image=masks,
+                    height=64,
+                    width=64,
+                    guidance_scale=g,
+                    num_inference_steps=steps,
+                    generator=gen,
+                    output_type="np",
+                )
+            else:
+                r = pipe(
+                    [e.instruction for e in chunk],
+                    image=src[i : i + 32],
+                    guidance_scale=g,
+                    image_guidance_scale=1.5,
+                    num_inference_steps=steps,
+                    generator=gen,
+                    output_type="np",
+                )
+            out.append(r.images)
+        imgs = (np.concatenate(out) * 255).round().astype(np.uint8)
+        acc = [oracle.edit_accuracy(im, e.meta()) for im, e in zip(imgs, edits, strict=True)]
+        pres = [oracle.preservation(im, e.meta()) for im, e in zip(imgs, edits, strict=True)]
+        by_task: dict[str, list[float]] = {}
+        for a, e in zip(acc, edits, strict=True):
+            by_task.setdefault(e.task_type.value, []).append(a)
+        res["by_guidance"][str(g)] = {
+            "edit_accuracy": float(np.mean(acc)),
+            "preservation": float(np.mean(pres)),
+            "psnr_to_target_db": C.psnr(imgs, np.stack([e.target_image for e in edits])),
+            "edit_accuracy_by_task": {k: float(np.mean(v)) for k, v in sorted(by_task.items())},
+            "seconds": time.time() - t0,
+        }
+        if which == "ip2p":
+            res["by_guidance"][str(g)]["image_guidance_scale"] = 1.5
+        rows.append(imgs[:8])
+    best = max(
+        res["by_guidance"],
+        key=lambda k: res["by_guidance"][k]["edit_accuracy"] + 0.5 * res["by_guidance"][k]["preservation"],
+    )
+    res["best_guidance_scale"] = float(best)
+    res["instructions_first_row"] = [e.instruction for e in edits[:8]]
+    return res, rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Evaluate one shipped model and write its figures."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--which", required=True, choices=["vae", "sd", "inpaint", "ip2p"])
+    p.add_argument("--weights", default="weights/shapesworld")
+    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--guidance", default=None, help="comma-separated guidance scales to sweep")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--out", default=None, help="folder for <which>.json/.png (default <weights>/eval)")
+    p.add_argument("--update-settings", action="store_true", help="write the best guidance into editlab.json")
+    args = p.parse_args(argv)
+    C.set_threads(args.threads)
+    device = C.pick_device(args.device)
+    weights = Path(args.weights)
+    out = Path(args.out) if args.out else weights / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    default_g = {"vae": "", "sd": "1.0,2.0,3.0,5.0", "inpaint": "1.0,2.0,4.0", "ip2p": "1.5,3.0,5.0"}[args.which]
+    guidances = [float(g) for g in (args.guidance or default_g).split(",") if g]
+    t0 = time.time()
+    if args.which == "vae":
+        res, rows = eval_vae(weights, args.n, device)
+    elif args.which == "sd":
+        res, rows = eval_sd(weights, args.n, device, guidances, args.steps)
+    else:
+        res, rows = eval_edit(args.which, weights, args.n, device, guidances, args.steps)
+    res["eval_seconds"] = time.time() - t0
+    res["device"] = str(device)
+    (out / f"{args.which}.json").write_text(json.dumps(res, indent=1) + "\n")
+    grid(rows, out / f"{args.which}.png")
+    print(json.dumps(res, indent=1))
+    if args.update_settings and "best_guidance_scale" in res:
+        folder = weights / {"sd": "sd", "inpaint": "sd-inpaint", "ip2p": "ip2p"}[args.which]
+        cfg = folder / "editlab.json"
+        old = json.loads(cfg.read_text()) if cfg.exists() else {}
+        old.update(guidance_scale=res["best_guidance_scale"], num_inference_steps=args.steps, resolution=64)
+        cfg.write_text(json.dumps(old, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

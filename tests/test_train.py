@@ -1,0 +1,192 @@
+"""Trainers at toy size: a few steps, checkpoint + resume, export loadable by the stock pipeline classes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+
+from diffusers import (  # noqa: E402
+    AutoencoderKL,
+    StableDiffusionInpaintPipeline,
+    StableDiffusionInstructPix2PixPipeline,
+    StableDiffusionPipeline,
+)
+from PIL import Image  # noqa: E402
+
+from editlab.train import common, inpaint, ip2p, sd, vae  # noqa: E402
+
+COMMON = ["--device", "cpu", "--threads", "1", "--no-progress", "--batch-size", "2", "--seed", "0"]
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "shapesworld"
+
+
+def _step(run: Path) -> int:
+    return int(common.load_checkpoint(run / common.CHECKPOINT)["step"])
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny VAE and text-to-image pipeline, trained for 3 steps with one resume in between."""
+    root = tmp_path_factory.mktemp("train")
+    export = root / "sd"
+    vae_args = [
+        "--out",
+        str(root / "vae"),
+        "--channels",
+        "8,8,8,8",
+        "--groups",
+        "4",
+        "--data",
+        "shapes",
+        "--eval-n",
+        "4",
+        "--scale-n",
+        "8",
+        *COMMON,
+    ]
+    vae.main([*vae_args, "--steps", "2"])
+    assert _step(root / "vae") == 2
+    vae.main([*vae_args, "--steps", "3", "--resume", "--export", str(export / "vae")])
+    assert _step(root / "vae") == 3
+    sd_args = [
+        "--out",
+        str(root / "sdrun"),
+        "--vae",
+        str(export / "vae"),
+        "--channels",
+        "32,32,32,32",
+        "--text-hidden",
+        "32",
+        "--text-layers",
+        "1",
+        "--heads",
+        "2",
+        "--cache-size",
+        "8",
+        "--refresh",
+        "1",
+        "--freeze-text-after",
+        "2",
+        "--data",
+        "shapes",
+        *COMMON,
+    ]
+    sd.main([*sd_args, "--steps", "2"])
+    sd.main([*sd_args, "--steps", "3", "--resume", "--export", str(export)])
+    assert _step(root / "sdrun") == 3
+    return {"root": root, "sd": export}
+
+
+def test_vae_export_loads(tiny: dict[str, Path]) -> None:
+    model = AutoencoderKL.from_pretrained(tiny["sd"] / "vae")
+    assert model.config.scaling_factor > 0
+    with torch.no_grad():
+        z = model.encode(torch.zeros(1, 3, 64, 64)).latent_dist.mean
+    assert tuple(z.shape) == (1, 4, 8, 8)
+    rows = (tiny["root"] / "vae" / common.LOG_CSV).read_text().splitlines()
+    assert rows[0].startswith("step,loss")
+
+
+def test_sd_resume_and_pipeline(tiny: dict[str, Path]) -> None:
+    pipe = StableDiffusionPipeline.from_pretrained(tiny["sd"])
+    img = pipe("a red circle", num_inference_steps=2, output_type="np").images
+    assert img.shape == (1, 64, 64, 3)
+    assert json.loads((tiny["sd"] / "editlab.json").read_text())["resolution"] == 64
+    ck = common.load_checkpoint(tiny["root"] / "sdrun" / common.CHECKPOINT)
+    assert ck["step"] == 3 and "text_encoder" in ck["modules"]
+
+
+def test_inpaint_finetune(tiny: dict[str, Path]) -> None:
+    out = tiny["root"] / "inpaint"
+    args = [
+        "--out",
+        str(out / "run"),
+        "--init",
+        str(tiny["sd"]),
+        "--cache-size",
+        "4",
+        "--refresh",
+        "1",
+        "--data",
+        "shapes",
+        *COMMON,
+    ]
+    inpaint.main([*args, "--steps", "2"])
+    inpaint.main([*args, "--steps", "3", "--resume", "--export", str(out / "pipe")])
+    assert _step(out / "run") == 3
+    assert (out / "pipe" / "vae").is_symlink()
+    pipe = StableDiffusionInpaintPipeline.from_pretrained(out / "pipe")
+    assert pipe.unet.config.in_channels == 9
+    image = Image.fromarray(np.full((64, 64, 3), 128, np.uint8))
+    mask = Image.fromarray(np.pad(np.full((32, 32), 255, np.uint8), 16))
+    res = pipe(
+        "a red circle", image=image, mask_image=mask, height=64, width=64, num_inference_steps=2, output_type="np"
+    ).images
+    assert res.shape == (1, 64, 64, 3)
+
+
+def test_ip2p_finetune_on_custom_triplets(tiny: dict[str, Path]) -> None:
+    out = tiny["root"] / "ip2p"
+    rng = np.random.default_rng(0)
+    imgs, _ = common.random_shapes_batch(rng, 4)
+    triplets = [(Image.fromarray(imgs[i]), "make it red", imgs[(i + 1) % 4]) for i in range(4)]
+    args = ["--out", str(out / "run"), "--init", str(tiny["sd"]), "--cache-size", "4", "--refresh", "1", *COMMON]
+    ip2p.train([*args, "--steps", "2"], triplets=triplets)
+    ip2p.train([*args, "--steps", "3", "--resume", "--export", str(out / "pipe")], triplets=triplets)
+    assert _step(out / "run") == 3
+    pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(out / "pipe")
+    assert pipe.unet.config.in_channels == 8
+    res = pipe("make it red", image=Image.fromarray(imgs[0]), num_inference_steps=2, output_type="np").images
+    assert res.shape == (1, 64, 64, 3)
+
+
+def test_expand_unet_keeps_function() -> None:
+    unet = sd.build_unet((32, 32, 32, 32), 4, 32, 2)
+    big = sd.expand_unet(unet, 9)
+    x, c = torch.randn(1, 4, 8, 8), torch.randn(1, 77, 32)
+    with torch.no_grad():
+        a = unet(x, 10, encoder_hidden_states=c).sample
+        b = big(torch.cat([x, torch.randn(1, 5, 8, 8)], 1), 10, encoder_hidden_states=c).sample
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_ema_and_checkpoint_roundtrip(tmp_path: Path) -> None:
+    model = torch.nn.Linear(2, 2)
+    ema = common.EMA(model, 0.5)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model)
+    assert not torch.allclose(ema.shadow.weight, model.weight)
+    common.save_checkpoint(tmp_path / "c.pt", {"ema": ema.state_dict(), "step": 7})
+    back = common.load_checkpoint(tmp_path / "c.pt")
+    assert back["step"] == 7 and not list(tmp_path.glob("*.tmp*"))
+    assert common.load_checkpoint(tmp_path / "missing.pt") is None
+
+
+@pytest.mark.parametrize(
+    ("folder", "cls", "kwargs"),
+    [
+        ("sd", StableDiffusionPipeline, {}),
+        ("sd-inpaint", StableDiffusionInpaintPipeline, {"mask": True}),
+        ("ip2p", StableDiffusionInstructPix2PixPipeline, {"image": True}),
+    ],
+)
+def test_shipped_models(folder: str, cls: type, kwargs: dict[str, bool]) -> None:
+    path = WEIGHTS / folder
+    if not (path / "model_index.json").exists() or not (path / "unet").exists():
+        pytest.skip(f"{path} not present")
+    pipe = cls.from_pretrained(path)
+    pipe.set_progress_bar_config(disable=True)
+    image = Image.fromarray(np.full((64, 64, 3), 200, np.uint8))
+    call: dict = {"num_inference_steps": 2, "output_type": "np"}
+    if kwargs.get("image") or kwargs.get("mask"):
+        call["image"] = image
+    if kwargs.get("mask"):
+        call.update(mask_image=Image.fromarray(np.pad(np.full((32, 32), 255, np.uint8), 16)), height=64, width=64)
+    res = pipe("a large red circle at center on a white background", **call).images
+    assert res.shape == (1, 64, 64, 3)
