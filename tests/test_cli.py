@@ -49,3 +49,13 @@ def test_run_multirun_then_report(tmp_path: Path) -> None:
     (dataset_dir / "table.md").unlink()
     main(["report", str(dataset_dir)])
     assert (dataset_dir / "table.md").read_text() == combined
+
+
+def test_default_grid_only_without_grid_keys() -> None:
+    from editlab.bench.cli import default_grid
+
+    assert default_grid([]) == ["experiment=default"]
+    assert default_grid(["dataset.limit=5"]) == ["dataset.limit=5", "experiment=default"]
+    assert default_grid(["method=sdedit"]) == ["method=sdedit"]
+    assert default_grid(["-m", "inversion=ddim,nti", "editor=p2p"]) == ["-m", "inversion=ddim,nti", "editor=p2p"]
+    assert default_grid(["experiment=smoke"]) == ["experiment=smoke"]

@@ -26,7 +26,7 @@ def _names(group: str) -> list[str]:
 def test_method_configs(name: str) -> None:
     cfg = compose_cfg([f"method={name}"])
     method = build(cfg.method)
-    assert isinstance(method, EditMethod) and method.name == cfg.method.name == name
+    assert isinstance(method, EditMethod) and type(method).name == name and method.name == cfg.method.name
     assert name in METHODS
 
 

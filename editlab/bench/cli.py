@@ -33,8 +33,19 @@ def _hydra_run(argv: list[str]) -> None:
         atomic_write_text(Path(HydraConfig.get().runtime.output_dir) / "run_dir.txt", str(outcome.run_dir))
         print(f"\nresults: {outcome.run_dir}  (edited {outcome.edited}, reused {outcome.reused} from cache)")
 
-    sys.argv = [sys.argv[0], *argv]
+    sys.argv = [sys.argv[0], *default_grid(argv)]
     _main()
+
+
+GRID_KEYS = ("method", "inversion", "editor", "experiment")
+
+
+def default_grid(argv: list[str]) -> list[str]:
+    """Without a key that chooses what to run (method, inversion, editor, experiment), run the default grid."""
+    keys = [a.lstrip("+~").split("=", 1)[0] for a in argv if "=" in a]
+    if any(k in GRID_KEYS for k in keys):
+        return argv
+    return [*argv, "experiment=default"]
 
 
 def _list() -> None:

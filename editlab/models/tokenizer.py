@@ -1,16 +1,16 @@
-"""Build a CLIP BPE tokenizer whose vocabulary covers a closed set of words.
+"""Build a CLIP BPE tokenizer in which each word of a closed vocabulary is one token.
 
-CLIP's tokenizer is a byte-pair encoder: a word is split into characters and merged pairwise by the
-ranked merge list, the last symbol carrying the ``</w>`` end-of-word marker. To make every word of a
-closed vocabulary a single token we write, per word, the chain of merges that rebuilds it left to right,
-plus every single character so unknown words still tokenize (character by character) instead of mapping
-to ``<|endoftext|>``. The files are the standard ``vocab.json`` / ``merges.txt`` pair that
-``CLIPTokenizer.from_pretrained`` reads.
+CLIP's tokenizer is a byte-pair encoder: a word is split into characters (the last one carrying the
+``</w>`` end-of-word marker) and merged pairwise in the order of the ranked merge list. editlab learns that
+merge list on the vocabulary itself, greedily merging the most frequent pair until every word is a single
+symbol; encoding a word then replays exactly those merges, so each vocabulary word becomes one token.
+(Writing one merge chain per word instead is wrong: another word's higher-ranked merge can pre-empt a chain
+and leave the word split.) Every single character is in the vocabulary too, so any other text still
+tokenizes, character by character. The result is a stock ``CLIPTokenizer`` saved in its usual files.
 """
 
 from __future__ import annotations
 
-import json
 import string
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,46 +21,39 @@ BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 _CHARS = string.ascii_lowercase + string.digits + "!\"#$%&'()*+,-./:;=?@[]_~"
 
 
-def write_clip_vocab(words: Iterable[str], out_dir: str | Path) -> Path:
-    """Write ``vocab.json`` and ``merges.txt`` so that each of ``words`` is one token; returns ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    vocab: dict[str, int] = {}
-
-    def add(token: str) -> None:
-        if token not in vocab:
-            vocab[token] = len(vocab)
-
-    for c in _CHARS:
-        add(c)
-    for c in _CHARS:
-        add(c + "</w>")
-    merges: list[str] = []
-    seen: set[str] = set()
-    for word in sorted({w.lower() for w in words if w}):
-        symbols = list(word[:-1]) + [word[-1] + "</w>"]
-        for c in symbols:
-            add(c)
-        left = symbols[0]
-        for right in symbols[1:]:
-            merge = f"{left} {right}"
-            if merge not in seen:
-                seen.add(merge)
-                merges.append(merge)
-            left = left + right
-            add(left)
-    add(BOS)
-    add(EOS)
-    (out / "vocab.json").write_text(json.dumps(vocab, indent=0))
-    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    return out
+def learn_word_merges(words: Iterable[str]) -> list[tuple[str, str]]:
+    """BPE merges learnt on ``words`` until every word is a single symbol (ties broken alphabetically)."""
+    segs = {w: [*w[:-1], w[-1] + "</w>"] for w in sorted({w.lower() for w in words if w})}
+    merges: list[tuple[str, str]] = []
+    while True:
+        counts: dict[tuple[str, str], int] = {}
+        for seq in segs.values():
+            for pair in zip(seq, seq[1:]):
+                counts[pair] = counts.get(pair, 0) + 1
+        if not counts:
+            return merges
+        best = min(counts, key=lambda pr: (-counts[pr], pr))
+        merges.append(best)
+        for w, seq in segs.items():
+            out, i = [], 0
+            while i < len(seq):
+                if i + 1 < len(seq) and (seq[i], seq[i + 1]) == best:
+                    out.append(seq[i] + seq[i + 1])
+                    i += 2
+                else:
+                    out.append(seq[i])
+                    i += 1
+            segs[w] = out
 
 
 def build_clip_tokenizer(words: Iterable[str], out_dir: str | Path, model_max_length: int = 77) -> CLIPTokenizer:
-    """Write the vocabulary files for ``words`` and load them as a stock ``CLIPTokenizer``."""
-    path = write_clip_vocab(words, out_dir)
-    vocab = json.loads((path / "vocab.json").read_text())
-    merges = [tuple(line.split()) for line in (path / "merges.txt").read_text().splitlines()[1:] if line]
+    """A stock ``CLIPTokenizer`` (saved to ``out_dir``) in which each of ``words`` is one token."""
+    merges = learn_word_merges(words)
+    vocab: dict[str, int] = {}
+    for token in [*_CHARS, *(c + "</w>" for c in _CHARS), *(a + b for a, b in merges), BOS, EOS]:
+        vocab.setdefault(token, len(vocab))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     tok = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
-    tok.save_pretrained(path)
-    return CLIPTokenizer.from_pretrained(path)
+    tok.save_pretrained(out)
+    return CLIPTokenizer.from_pretrained(out)

@@ -42,6 +42,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
+from editlab.models.tokenizer import build_clip_tokenizer, learn_word_merges  # noqa: F401
 from editlab.train.common import (
     EMA,
     LOG_CSV,
@@ -286,55 +287,9 @@ def _value_pool(values: list[Any], n_numeric: int = 24) -> list[Any]:
 # Tokenizer
 
 
-def learn_word_merges(words: Sequence[str]) -> list[tuple[str, str]]:
-    """BPE merges learnt on ``words`` until every word is a single symbol.
-
-    Encoding a word with merges learnt on it replays exactly the training merges, so each of ``words``
-    tokenizes to one token (a chain of per-word merges, by contrast, can be pre-empted by another word's
-    higher-ranked merge and leave a word split).
-    """
-    segs = {w: [*w[:-1], w[-1] + "</w>"] for w in sorted({w.lower() for w in words if w})}
-    merges: list[tuple[str, str]] = []
-    while True:
-        counts: dict[tuple[str, str], int] = {}
-        for seq in segs.values():
-            for pair in zip(seq, seq[1:], strict=False):
-                counts[pair] = counts.get(pair, 0) + 1
-        if not counts:
-            return merges
-        best = min(counts, key=lambda pr: (-counts[pr], pr))
-        merges.append(best)
-        for w, seq in segs.items():
-            out, i = [], 0
-            while i < len(seq):
-                if i + 1 < len(seq) and (seq[i], seq[i + 1]) == best:
-                    out.append(seq[i] + seq[i + 1])
-                    i += 2
-                else:
-                    out.append(seq[i])
-                    i += 1
-            segs[w] = out
-
-
 def build_word_tokenizer(words: Sequence[str], out_dir: str | Path) -> CLIPTokenizer:
-    """A stock ``CLIPTokenizer`` in which each of ``words`` is one token; other text falls back to characters.
-
-    Uses the character inventory and special tokens of :mod:`editlab.models.tokenizer`, with merges from
-    :func:`learn_word_merges`.
-    """
-    from editlab.models import tokenizer as base_tok
-
-    chars = getattr(base_tok, "_CHARS", "abcdefghijklmnopqrstuvwxyz0123456789")
-    bos, eos = getattr(base_tok, "BOS", "<|startoftext|>"), getattr(base_tok, "EOS", "<|endoftext|>")
-    merges = learn_word_merges(words)
-    vocab: dict[str, int] = {}
-    for t in [*chars, *(c + "</w>" for c in chars)] + [a + b for a, b in merges] + [bos, eos]:
-        vocab.setdefault(t, len(vocab))
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tok = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
-    tok.save_pretrained(out)
-    return CLIPTokenizer.from_pretrained(out)
+    """A stock ``CLIPTokenizer`` in which each of ``words`` is one token (see :mod:`editlab.models.tokenizer`)."""
+    return build_clip_tokenizer(words, out_dir)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -689,7 +644,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--augment", type=float, default=0.25, help="probability of blur / of noise per image")
     p.add_argument("--aux-weight", type=float, default=5.0, help="weight of the attribute read-out loss (0 = off)")
     p.add_argument("--patch", type=int, default=8)
-    p.add_argument("--vision-width", type=int, default=128)
+    p.add_argument("--vision-width", type=int, default=160)
     p.add_argument("--vision-layers", type=int, default=4)
     p.add_argument("--text-width", type=int, default=128)
     p.add_argument("--text-layers", type=int, default=3)
