@@ -63,7 +63,10 @@ def check(run_dir: Path, n: int) -> dict[str, int]:
             "temp_files": len(temps)}
 
 
-def crash_test(kills: int, samples: int, seed: int = 0, workdir: Path | None = None) -> dict[str, object]:
+def crash_test(kills: int, samples: int, seed: int = 0, workdir: Path | None = None,
+               window: tuple[float, float] = (2.0, 9.0)) -> dict[str, object]:
+    """``kills`` attempts, each SIGKILLing a fresh run after a uniform random delay in ``window`` seconds (a run
+    that finishes first is not counted as killed), then a final uninterrupted resume and a clean reference run."""
     from conftest import write_folder_dataset
 
     from editlab.bench.tables import build_table
@@ -73,7 +76,7 @@ def crash_test(kills: int, samples: int, seed: int = 0, workdir: Path | None = N
     data = write_folder_dataset(work / "data", n_good=samples, broken=False)
     killed, start = 0, time.perf_counter()
     for _ in range(kills):
-        killed += _run(_cmd(data, work / "killed", samples), kill_after=rng.uniform(3.0, 16.0))
+        killed += _run(_cmd(data, work / "killed", samples), kill_after=rng.uniform(*window))
     _run(_cmd(data, work / "killed", samples), kill_after=None)
     _run(_cmd(data, work / "clean", samples), kill_after=None)
     run_killed = next((work / "killed" / "crash" / "folder").glob("sdedit-*"))
@@ -94,10 +97,11 @@ def crash_test(kills: int, samples: int, seed: int = 0, workdir: Path | None = N
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=10)
-    parser.add_argument("--samples", type=int, default=24)
+    parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--window", type=float, nargs=2, default=(2.0, 9.0), help="kill delay range, seconds")
     args = parser.parse_args()
-    out = crash_test(args.kills, args.samples, args.seed)
+    out = crash_test(args.kills, args.samples, args.seed, window=tuple(args.window))
     print(json.dumps(out, indent=2))
     lost = out["expected"] - out["records"]
     ok = lost == 0 and out["tables_equal"] and out["images_identical"]

@@ -77,7 +77,11 @@ def test_three_concurrent_shards_equal_one_process(tmp_path: Path) -> None:
     a, b = _records(single.run_dir), _records(sharded_dir)
     assert set(a) == set(b)
     for sid in a:
-        assert a[sid]["status"] == b[sid]["status"] and a[sid].get("metrics") == b[sid].get("metrics")
+        assert a[sid]["status"] == b[sid]["status"] and a[sid].get("error") == b[sid].get("error")
+        ma, mb = a[sid].get("metrics") or {}, b[sid].get("metrics") or {}
+        assert ma.keys() == mb.keys()
+        for k in ma:  # metric batches differ between 1 and 3 workers: float32 batched kernels may differ in ulps
+            assert (ma[k] is None and mb[k] is None) or ma[k] == pytest.approx(mb[k], rel=1e-5, abs=1e-7), (sid, k)
         if a[sid]["status"] == "ok":
             assert (single.run_dir / a[sid]["image"]).read_bytes() == (sharded_dir / b[sid]["image"]).read_bytes()
     t1, _ = build_table([single.run_dir])
