@@ -40,6 +40,14 @@ class DatasetFormatError(ValueError):
     """A dataset's index file is unusable, as a whole or (with ``on_error="raise"``) in one of its rows."""
 
 
+def read_json_file(path: Path) -> Any:
+    """Parse a JSON file; invalid JSON or text raises :class:`DatasetFormatError` naming the file."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DatasetFormatError(f"{path}: not valid JSON ({err})") from err
+
+
 def check_on_error(on_error: str) -> str:
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")

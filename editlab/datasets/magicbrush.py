@@ -42,7 +42,14 @@ import numpy as np
 from PIL import Image
 
 from editlab.datasets.base import EditDataset
-from editlab.datasets.folder import DatasetFormatError, RowIssues, check_same_size, open_image, resize_square
+from editlab.datasets.folder import (
+    DatasetFormatError,
+    RowIssues,
+    check_same_size,
+    open_image,
+    read_json_file,
+    resize_square,
+)
 from editlab.types import Sample, SampleError, TaskType
 
 MAGICBRUSH_HUB = "osunlp/MagicBrush"
@@ -359,20 +366,14 @@ class MagicBrushDataset(EditDataset):
 
     def _read_sessions(self, path: Path) -> None:
         images = path.parent / "images"
-        try:
-            sessions = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise DatasetFormatError(f"{path}: not valid JSON ({err})") from err
+        sessions = read_json_file(path)
         if not isinstance(sessions, dict):
             raise DatasetFormatError(f"{path}: expected an object of img_id -> list of turns")
         captions = {}
         for name in ("global_descriptions.json", "local_descriptions.json"):
             file = path.parent / name
             if file.is_file():
-                try:
-                    captions[name] = json.loads(file.read_text(encoding="utf-8"))
-                except json.JSONDecodeError as err:
-                    raise DatasetFormatError(f"{file}: not valid JSON ({err})") from err
+                captions[name] = read_json_file(file)
         glob, local = captions.get("global_descriptions.json", {}), captions.get("local_descriptions.json", {})
         for img_id, turns in sessions.items():
             img_id = str(img_id)

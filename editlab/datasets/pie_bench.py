@@ -17,7 +17,6 @@ lose their bracket marks (the raw ones stay in ``meta``); the original id and ed
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -27,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from editlab.datasets.base import EditDataset
-from editlab.datasets.folder import DatasetFormatError, RowIssues, open_image
+from editlab.datasets.folder import DatasetFormatError, RowIssues, open_image, read_json_file
 from editlab.types import Sample, SampleError, TaskType
 
 PIE_SIZE = 512
@@ -154,10 +153,7 @@ class PIEBenchDataset(EditDataset):
                 f"PIE-Bench mapping file not found: {self.mapping_path}; place the PnPInversion 'data' folder "
                 f"(mapping_file.json + annotation_images/) at {self.root} (see `editlab data prepare pie_bench`)"
             )
-        try:
-            mapping = json.loads(self.mapping_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise DatasetFormatError(f"{self.mapping_path}: not valid JSON ({err})") from err
+        mapping = read_json_file(self.mapping_path)
         if not isinstance(mapping, dict):
             raise DatasetFormatError(f"{self.mapping_path}: expected an object of id -> entry, "
                                      f"got {type(mapping).__name__}")

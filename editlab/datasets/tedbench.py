@@ -12,13 +12,12 @@ truth, and no task type (its edits mix pose, object, style and scene changes). I
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from editlab.datasets.base import EditDataset
-from editlab.datasets.folder import DatasetFormatError, RowIssues, open_image, resize_square
+from editlab.datasets.folder import DatasetFormatError, RowIssues, open_image, read_json_file, resize_square
 from editlab.types import Sample, SampleError, TaskType
 
 
@@ -55,10 +54,7 @@ class TEdBenchDataset(EditDataset):
                 f"TEdBench input list not found: {self.list_path}; place Imagic's tedbench folder "
                 f"(input_list.json + originals/) at {self.root} (see `editlab data prepare tedbench`)"
             )
-        try:
-            pairs = json.loads(self.list_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise DatasetFormatError(f"{self.list_path}: not valid JSON ({err})") from err
+        pairs = read_json_file(self.list_path)
         if not isinstance(pairs, list):
             raise DatasetFormatError(f"{self.list_path}: expected a list of {{img_name, target_text}} objects")
         for position, pair in enumerate(pairs):
