@@ -22,6 +22,7 @@ import math
 import os
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ from editlab.bench.cache import (
 from editlab.bench.env import PeakMemory, environment
 from editlab.datasets.base import EditDataset
 from editlab.methods.base import EditMethod
-from editlab.metrics.base import EditBatch, EditMetric, MetricUnavailable, mask_to_unit, pil_to_unit
+from editlab.metrics.base import EditBatch, EditMetric, MetricUnavailable, mask_to_unit, pil_to_unit, to_rgb
 from editlab.metrics.distribution import DistributionMetric
 from editlab.types import EditOutput, NotApplicable, Sample, SampleError
 
@@ -127,27 +128,13 @@ def run_key(cfg: DictConfig) -> str:
 # --------------------------------------------------------------------------------------------------------
 # Per-sample editing
 # --------------------------------------------------------------------------------------------------------
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """RGB view of any PIL image; transparency is composited on white (documented handling)."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if arr.max() > 255 else 255.0
-        return Image.fromarray((arr / top * 255).round().astype(np.uint8)).convert("RGB")
-    return image.convert("RGB")
-
-
 def prepare_sample(sample: Sample, resolution: int | None) -> Sample:
     """Convert images to RGB and resize to the working resolution (mask with nearest neighbour)."""
     try:
         sample.source_image.load()
     except Exception as err:
         raise SampleError(f"source image is unreadable: {type(err).__name__}: {err}") from err
-    sample.source_image = _to_rgb(sample.source_image)
+    sample.source_image = to_rgb(sample.source_image)
     w, h = sample.source_image.size
     if min(w, h) < 8:
         raise SampleError(f"source image is too small ({w}x{h}); at least 8x8 is needed")
@@ -159,9 +146,9 @@ def prepare_sample(sample: Sample, resolution: int | None) -> Sample:
         if sample.mask is not None:
             sample.mask = sample.mask.convert("L").resize(size, Image.NEAREST)
         if sample.target_image is not None:
-            sample.target_image = _to_rgb(sample.target_image).resize(size, Image.BICUBIC)
+            sample.target_image = to_rgb(sample.target_image).resize(size, Image.BICUBIC)
     if sample.reference_image is not None:
-        sample.reference_image = _to_rgb(sample.reference_image)
+        sample.reference_image = to_rgb(sample.reference_image)
     for key in ("source_prompt", "target_prompt", "instruction"):
         text = getattr(sample, key)
         if text is None:
@@ -179,7 +166,7 @@ def output_to_image(output: EditOutput, size: tuple[int, int]) -> Image.Image:
     """Validate a method's output and return it as an RGB image of ``size``."""
     image = output.image
     if isinstance(image, Image.Image):
-        image = _to_rgb(image)
+        image = to_rgb(image)
     else:
         arr = image.detach().float().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image, float)
         if arr.ndim == 4:
@@ -264,62 +251,62 @@ def edit_one(method: EditMethod, dataset: EditDataset, sample_id: str, seed: int
 # --------------------------------------------------------------------------------------------------------
 # Metrics over stored edits
 # --------------------------------------------------------------------------------------------------------
-def _batch_for(dataset: EditDataset, run_dir: Path, records: list[dict[str, Any]]) -> EditBatch:
-    edited, source, masks, targets, meta = [], [], [], [], []
-    for rec in records:
-        image = Image.open(run_dir / rec["image"])
-        image.load()
+Loaded = tuple[dict[str, Any], Sample, Image.Image]
+
+
+def _batch_for(items: list[Loaded]) -> EditBatch:
+    """Stack (record, sample, edited image) triples into one batch at the edited image's size."""
+    edited, source, masks, targets = [], [], [], []
+    for _, sample, image in items:
         size = image.size
-        sample = dataset.load(rec["id"])
-        src = _to_rgb(sample.source_image)
+        src = to_rgb(sample.source_image)
         edited.append(pil_to_unit(image))
         source.append(pil_to_unit(src.resize(size, Image.BICUBIC) if src.size != size else src))
         mask = sample.mask
         masks.append(None if mask is None else mask_to_unit(mask.convert("L").resize(size, Image.NEAREST)))
         tgt = sample.target_image
-        targets.append(None if tgt is None else pil_to_unit(_to_rgb(tgt).resize(size, Image.BICUBIC)))
-        meta.append(sample.meta)
-    has_mask = all(m is not None for m in masks)
-    has_target = all(t is not None for t in targets)
+        targets.append(None if tgt is None else pil_to_unit(to_rgb(tgt).resize(size, Image.BICUBIC)))
     return EditBatch(
         edited=torch.stack(edited),
         source=torch.stack(source),
-        source_prompts=[r.get("source_prompt") for r in records],
-        target_prompts=[r.get("target_prompt") for r in records],
-        mask=torch.stack(masks) if has_mask else None,
-        target=torch.stack(targets) if has_target else None,
-        meta=meta,
+        source_prompts=[r.get("source_prompt") for r, _, _ in items],
+        target_prompts=[r.get("target_prompt") for r, _, _ in items],
+        mask=torch.stack(masks) if all(m is not None for m in masks) else None,
+        target=torch.stack(targets) if all(t is not None for t in targets) else None,
+        meta=[sample.meta for _, sample, _ in items],
     )
 
 
-def _groups(dataset: EditDataset, run_dir: Path, records: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Records that can share a metric batch: same image size, and all or none with a mask and a target."""
-    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for rec in records:
-        with Image.open(run_dir / rec["image"]) as im:
-            size = im.size
-        sample = dataset.load(rec["id"])
-        groups.setdefault((size, sample.mask is not None, sample.target_image is not None), []).append(rec)
-    return list(groups.values())
+def metric_batches(dataset: EditDataset, run_dir: Path, records: list[dict[str, Any]],
+                   batch_size: int) -> Iterator[tuple[list[dict[str, Any]], EditBatch]]:
+    """Batches of at most ``batch_size`` stored edits, each sample loaded once. Within a chunk, samples are
+    grouped so that a batch shares image size and has all or none with a mask and a target."""
+    for start in range(0, len(records), batch_size):
+        groups: dict[tuple[Any, ...], list[Loaded]] = {}
+        for rec in records[start:start + batch_size]:
+            image = Image.open(run_dir / rec["image"])
+            image.load()
+            sample = dataset.load(rec["id"])
+            key = (image.size, sample.mask is not None, sample.target_image is not None)
+            groups.setdefault(key, []).append((rec, sample, image))
+        for items in groups.values():
+            yield [rec for rec, _, _ in items], _batch_for(items)
 
 
 def score_records(metrics: list[EditMetric], dataset: EditDataset, run_dir: Path, records: list[dict[str, Any]],
                   batch_size: int) -> None:
-    """Compute every metric for ``records`` (in place), batching samples of equal image size."""
-    for group in _groups(dataset, run_dir, records):
-        for start in range(0, len(group), batch_size):
-            chunk = group[start:start + batch_size]
-            batch = _batch_for(dataset, run_dir, chunk)
-            for metric in metrics:
-                try:
-                    metric.update(batch)
-                    values = metric.values[-1].tolist()
-                except Exception as err:
-                    values = [float("nan")] * len(chunk)
-                    for rec in chunk:
-                        rec.setdefault("metric_errors", {})[metric.name] = f"{type(err).__name__}: {err}"
-                for rec, v in zip(chunk, values):
-                    rec.setdefault("metrics", {})[metric.name] = None if math.isnan(v) else float(v)
+    """Compute every metric for ``records`` (in place), in batches from :func:`metric_batches`."""
+    for chunk, batch in metric_batches(dataset, run_dir, records, batch_size):
+        for metric in metrics:
+            try:
+                metric.update(batch)
+                values = metric.values[-1].tolist()
+            except Exception as err:
+                values = [float("nan")] * len(chunk)
+                for rec in chunk:
+                    rec.setdefault("metric_errors", {})[metric.name] = f"{type(err).__name__}: {err}"
+            for rec, v in zip(chunk, values):
+                rec.setdefault("metrics", {})[metric.name] = None if math.isnan(v) else float(v)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -351,11 +338,9 @@ def score_distribution(metrics: list[DistributionMetric], dataset: EditDataset, 
         return out
     for m in metrics:
         m.reset()
-    for group in _groups(dataset, run_dir, records):
-        for start in range(0, len(group), batch_size):
-            batch = _batch_for(dataset, run_dir, group[start:start + batch_size])
-            for m in metrics:
-                m.update(batch)
+    for _, batch in metric_batches(dataset, run_dir, records, batch_size):
+        for m in metrics:
+            m.update(batch)
     for m in metrics:
         try:
             out[m.name] = m.compute()
@@ -419,7 +404,7 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
                 atomic_save_image(run_dir / rec["image"], image)
                 for name, extra in extras.items():
                     path = f"extras/{safe_name(sid)}.{safe_name(name)}.png"
-                    atomic_save_image(run_dir / path, _to_rgb(extra))
+                    atomic_save_image(run_dir / path, to_rgb(extra))
                     rec.setdefault("extras", {})[name] = path
             atomic_write_json(run_dir / "records" / f"{safe_name(sid)}.json", rec)
             records[sid] = rec

@@ -40,13 +40,23 @@ class EditBatch:
         return self.edited.shape[0]
 
 
-def pil_to_unit(image: Image.Image) -> torch.Tensor:
-    """PIL image -> (3, H, W) float32 in [0, 1]. RGBA is composited on white; L and CMYK converted to RGB."""
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB view of any PIL image: transparency composited on white, 16-bit scaled to 8-bit, L/CMYK/P converted."""
+    if image.mode == "RGB":
+        return image
     if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    arr = np.asarray(image.convert("RGB"), dtype=np.uint8)
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if arr.max() > 255 else 255.0
+        return Image.fromarray((arr / top * 255).round().astype(np.uint8)).convert("RGB")
+    return image.convert("RGB")
+
+
+def pil_to_unit(image: Image.Image) -> torch.Tensor:
+    """PIL image -> (3, H, W) float32 in [0, 1], converted with :func:`to_rgb`."""
+    arr = np.asarray(to_rgb(image), dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255.0
 
 
