@@ -101,6 +101,31 @@ def test_sd_resume_and_pipeline(tiny: dict[str, Path]) -> None:
     assert ck["step"] == 3 and "text_encoder" in ck["modules"]
 
 
+def test_sd_resume_keeps_its_tokenizer(tiny: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resumed run keeps the tokenizer it was trained with even if the world's vocabulary changed since."""
+    import shutil
+
+    run = tmp_path / "sdrun"
+    shutil.copytree(tiny["root"] / "sdrun", run)
+    before = (run / "tokenizer" / "tokenizer.json").read_text()
+    monkeypatch.setattr(common, "world_vocabulary", lambda: ["zebra", "quokka", "marmot"])
+    cfg = json.loads((run / "config.json").read_text())
+    args = ["--out", str(run), "--vae", cfg["vae"], "--channels", cfg["channels"], "--text-hidden", "32"]
+    args += ["--text-layers", "1", "--heads", "2", "--cache-size", "8", "--refresh", "1", "--data", "shapes"]
+    sd.main([*args, *COMMON, "--steps", "4", "--resume", "--bf16"])
+    assert _step(run) == 4
+    assert (run / "tokenizer" / "tokenizer.json").read_text() == before
+
+
+def test_vae_bf16_option(tmp_path: Path) -> None:
+    """bfloat16-autocast training steps run and the full-size held-out PSNR stays finite."""
+    args = ["--out", str(tmp_path / "vae"), "--channels", "8,8,8,8", "--groups", "4", "--data", "shapes"]
+    args += ["--eval-n", "4", "--scale-n", "8", "--bf16", "--steps", "2", *COMMON]
+    vae.main(args)
+    summary = json.loads((tmp_path / "vae" / "summary.json").read_text())
+    assert summary["step"] == 2 and np.isfinite(summary["heldout_psnr"]) and summary["heldout_psnr"] > 0
+
+
 def test_inpaint_finetune(tiny: dict[str, Path]) -> None:
     out = tiny["root"] / "inpaint"
     args = [

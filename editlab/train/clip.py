@@ -48,6 +48,7 @@ from editlab.train.common import (
     LOG_CSV,
     Budget,
     CSVLog,
+    autocast,
     base_parser,
     count_params,
     load_checkpoint,
@@ -775,8 +776,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             x = augment(x, args.augment)
             m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
             s = torch.tensor(std, device=device).view(1, 3, 1, 1)
-            img_raw = encode_images(model, (x - m) / s, normalize=False)
-            txt_raw = encode_texts(model, tok, uniq, device, normalize=False)
+            with autocast(device, args.bf16):
+                img_raw = encode_images(model, (x - m) / s, normalize=False).float()
+                txt_raw = encode_texts(model, tok, uniq, device, normalize=False).float()
             img, txt = F.normalize(img_raw, dim=-1), F.normalize(txt_raw, dim=-1)
             loss, l_i2t, l_t2i, acc = contrastive_loss(img, txt, targets, model.logit_scale.exp())
             total = loss

@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
             cond = te(ids)[0]
         latents = cache.sample_latents(b["mean"], b["std"])
         extra = torch.cat([b["mask"], cache.sample_latents(b["mmean"], b["mstd"])], 1)
-        loss = S.diffusion_loss(unet, sched, latents, cond, extra, args.snr_gamma)
+        loss = S.diffusion_loss(unet, sched, latents, cond, extra, args.snr_gamma, args.bf16)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)

@@ -128,7 +128,7 @@ def make_step(
         cond = torch.where(drop_text[:, None, None], null_text.expand_as(cond), cond)
         src = b["src"] * (~drop_image).float()[:, None, None, None]
         latents = cache.sample_latents(b["mean"], b["std"])
-        loss = S.diffusion_loss(unet, sched, latents, cond, src, args.snr_gamma)
+        loss = S.diffusion_loss(unet, sched, latents, cond, src, args.snr_gamma, args.bf16)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)

@@ -124,13 +124,18 @@ def diffusion_loss(
     cond: torch.Tensor,
     extra: torch.Tensor | None = None,
     snr_gamma: float = 5.0,
+    bf16: bool = False,
 ) -> torch.Tensor:
-    """Epsilon-prediction loss; ``extra`` channels (mask, source latents, ...) are concatenated to the input."""
+    """Epsilon-prediction loss; ``extra`` channels (mask, source latents, ...) are concatenated to the input.
+
+    ``bf16`` runs the UNet forward under bfloat16 autocast; the loss itself is computed in float32.
+    """
     noise = torch.randn_like(latents)
     t = torch.randint(0, sched.config.num_train_timesteps, (latents.shape[0],), device=latents.device)
     noisy = sched.add_noise(latents, noise, t)
     inp = noisy if extra is None else torch.cat([noisy, extra], 1)
-    pred = unet(inp, t, encoder_hidden_states=cond).sample
+    with C.autocast(latents.device, bf16):
+        pred = unet(inp, t, encoder_hidden_states=cond).sample
     per = F.mse_loss(pred.float(), noise.float(), reduction="none").mean((1, 2, 3))
     return (per * min_snr_weights(sched, t, snr_gamma)).mean()
 
@@ -372,7 +377,10 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(vars(args), indent=1))
 
-    tokenizer = build_clip_tokenizer(C.world_vocabulary(), out / "tokenizer")
+    if args.resume and (out / "tokenizer" / "tokenizer_config.json").exists():
+        tokenizer = CLIPTokenizer.from_pretrained(out / "tokenizer")  # the one the checkpoint was trained with
+    else:
+        tokenizer = build_clip_tokenizer(C.world_vocabulary(), out / "tokenizer")
     vae = AutoencoderKL.from_pretrained(args.vae).to(device).eval().requires_grad_(False)
     text_encoder = build_text_encoder(tokenizer, args.text_hidden, args.text_layers).to(device)
     ch = tuple(int(c) for c in args.channels.split(","))
@@ -408,7 +416,7 @@ def main(argv: list[str] | None = None) -> None:
         latents = cache.sample_latents(b["mean"], b["std"])
         with torch.set_grad_enabled(not frozen):
             cond = text_encoder(ids)[0]
-        loss = diffusion_loss(unet, sched, latents, cond, snr_gamma=args.snr_gamma)
+        loss = diffusion_loss(unet, sched, latents, cond, snr_gamma=args.snr_gamma, bf16=args.bf16)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)

@@ -154,15 +154,16 @@ def main(argv: list[str] | None = None) -> None:
     vae.train()
     while step < args.steps and not budget.exhausted():
         x = C.to_tensor(src(rng, args.batch_size, 64)[0], device)
-        if args.decoder_only:
-            with torch.no_grad():
-                z = vae.encode(x).latent_dist.sample()
-            kl = torch.zeros((), device=device)
-        else:
-            post = vae.encode(x).latent_dist
-            z = post.sample()
-            kl = post.kl().mean()
-        rec = vae.decode(z).sample
+        with C.autocast(device, args.bf16):
+            if args.decoder_only:
+                with torch.no_grad():
+                    z = vae.encode(x).latent_dist.sample()
+                kl = torch.zeros((), device=device)
+            else:
+                post = vae.encode(x).latent_dist
+                z = post.sample()
+                kl = post.kl().float().mean()
+            rec = vae.decode(z).sample.float()
         l1 = (rec - x).abs().mean()
         mse = (rec - x).pow(2).mean()
         loss = l1 + args.l2_weight * mse + args.kl_weight * kl
