@@ -21,12 +21,10 @@ import re
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 from xml.etree import ElementTree
 
-from editlab.datasets.base import EditDataset
-from editlab.datasets.folder import DatasetFormatError, RowIssues, find_image, open_image, resize_square
-from editlab.types import Sample, SampleError, TaskType
+from editlab.datasets.folder import DatasetFormatError, LocalBenchmark, find_image, open_image, resize_square
+from editlab.types import Sample, TaskType
 
 #: task folder -> survey task type
 EDITEVAL_FOLDERS: dict[str, TaskType] = {
@@ -138,10 +136,12 @@ def folder_for_class(name: str) -> str | None:
     return key if key in EDITEVAL_FOLDERS else None
 
 
-class EditEvalDataset(EditDataset):
+class EditEvalDataset(LocalBenchmark):
     """EditEval v1 from its task folders and prompts spreadsheet; ids look like ``object_removel-3``."""
 
     name = "editeval"
+    label = "EditEval"
+    single_split = "test"
 
     def __init__(
         self,
@@ -153,14 +153,9 @@ class EditEvalDataset(EditDataset):
         spreadsheet: str = "editing_prompts_collection.xlsx",
         size: int | None = None,
     ) -> None:
-        if split != "test":
-            raise ValueError(f"EditEval has a single split 'test', got {split!r}")
-        super().__init__(split=split, task_types=task_types, limit=limit)
-        self.root = Path(root)
+        super().__init__(root, split, task_types, limit, on_error)
         self.sheet_path = self.root / spreadsheet
         self.size = size
-        self.issues = RowIssues(on_error)
-        self.entries: dict[str, dict[str, Any]] = {}
         self._read()
 
     def _columns(self, header: list[str | None], row_no: int) -> tuple[int, int, int, int | None]:
@@ -181,11 +176,8 @@ class EditEvalDataset(EditDataset):
         return cls, src, tgt, ins
 
     def _read(self) -> None:
-        if not self.sheet_path.is_file():
-            raise FileNotFoundError(
-                f"EditEval prompts spreadsheet not found: {self.sheet_path}; place EditEval_v1/Dataset (the 7 task "
-                f"folders and editing_prompts_collection.xlsx) at {self.root} (see `editlab data prepare editeval`)"
-            )
+        self.require_file(self.sheet_path, "prompts spreadsheet",
+                          "EditEval_v1/Dataset (the 7 task folders and editing_prompts_collection.xlsx)")
         rows = [(n, cells) for n, cells in read_table(self.sheet_path) if any(c and c.strip() for c in cells)]
         if not rows:
             raise DatasetFormatError(f"{self.sheet_path}: the spreadsheet is empty")
@@ -234,10 +226,7 @@ class EditEvalDataset(EditDataset):
         return [(sid, e["task"]) for sid, e in self.entries.items()]
 
     def load(self, sample_id: str) -> Sample:
-        if sample_id not in self.entries:
-            raise SampleError(f"unknown EditEval id '{sample_id}'")
-        self.issues.check(sample_id)
-        e = self.entries[sample_id]
+        e = self.entry(sample_id)
         image = open_image(e["image"], "image", f"{self.sheet_path.name} row {e['row']}")
         return Sample(
             id=sample_id,

@@ -16,14 +16,15 @@ a duplicate id) name the samples file and row. With ``on_error="raise"`` (defaul
 with ``on_error="skip"`` the row stays in the index and its ``load`` raises :class:`SampleError` with that
 message, so the runner records it as an error for that sample and goes on.
 
-This module also holds the helpers the benchmark loaders share (row-problem policy, image opening, size
-checks).
+This module also holds what the benchmark loaders share: :class:`LocalBenchmark` (their base class) and the
+helpers for row problems, image opening and size checks.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,48 @@ def find_image(folder: Path, stem: str) -> Path | None:
         if path.is_file():
             return path
     return None
+
+
+class LocalBenchmark(EditDataset):
+    """A published benchmark read from a local folder: ``root``, row problems (``issues``) and the ``entries`` index.
+
+    Subclasses set ``name``, ``label`` (the benchmark's name in messages) and, where the benchmark has one split
+    only, ``single_split``; they fill ``entries`` (sample id -> what ``load`` needs) while indexing.
+    """
+
+    label = "benchmark"
+    single_split: str | None = None
+
+    def __init__(
+        self,
+        root: str,
+        split: str = "test",
+        task_types: Iterable[str | TaskType] | None = None,
+        limit: int | None = None,
+        on_error: str = "raise",
+    ) -> None:
+        if self.single_split is not None and split != self.single_split:
+            raise ValueError(f"{self.label} has a single split '{self.single_split}', got {split!r}")
+        super().__init__(split=split, task_types=task_types, limit=limit)
+        self.root = Path(root)
+        self.issues = RowIssues(on_error)
+        self.entries: dict[str, Any] = {}
+
+    def not_found(self, message: str) -> FileNotFoundError:
+        """A :class:`FileNotFoundError` with ``message`` and a pointer to ``editlab data prepare <name>``."""
+        return FileNotFoundError(f"{message} (see `editlab data prepare {self.name}`)")
+
+    def require_file(self, path: Path, what: str, layout: str) -> None:
+        """Raise :meth:`not_found` naming ``path`` and where to place ``layout`` unless ``path`` is a file."""
+        if not path.is_file():
+            raise self.not_found(f"{self.label} {what} not found: {path}; place {layout} at {self.root}")
+
+    def entry(self, sample_id: str) -> Any:
+        """The index entry of ``sample_id``; an unknown id or a recorded row problem raises :class:`SampleError`."""
+        if sample_id not in self.entries:
+            raise SampleError(f"unknown {self.label} id '{sample_id}'")
+        self.issues.check(sample_id)
+        return self.entries[sample_id]
 
 
 class FolderDataset(EditDataset):

@@ -18,11 +18,9 @@ ImagenHub's file names: ``sample_<img_id>_<turn_index>``.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
-from editlab.datasets.base import EditDataset
-from editlab.datasets.folder import RowIssues, check_same_size, resize_square
+from editlab.datasets.folder import LocalBenchmark, check_same_size, resize_square
 from editlab.datasets.magicbrush import IMAGE_COLUMNS, HFTable, JsonlTable, find_hf_table, mask_from_image
 from editlab.types import Sample, SampleError, TaskType
 
@@ -30,12 +28,14 @@ IMAGENHUB_SPLITS = ("filtered", "extra", "dev")
 _TEXT_FIELDS = ("img_id", "turn_index", "instruction", "source_global_caption", "target_global_caption")
 
 
-class ImagenHubDataset(EditDataset):
+class ImagenHubDataset(LocalBenchmark):
     """Base of the two ImagenHub editing sets; subclasses set ``hub_id`` and whether masks are used."""
 
     name = "imagenhub"
+    label = name
     hub_id = ""
     needs_mask = False
+    entries: dict[str, int]
 
     def __init__(
         self,
@@ -49,10 +49,8 @@ class ImagenHubDataset(EditDataset):
     ) -> None:
         if split not in IMAGENHUB_SPLITS:
             raise ValueError(f"unknown ImagenHub split {split!r}; valid: {', '.join(IMAGENHUB_SPLITS)}")
-        super().__init__(split=split, task_types=task_types, limit=limit)
-        self.root = Path(root)
+        super().__init__(root, split, task_types, limit, on_error)
         self.size = size
-        self.issues = RowIssues(on_error)
         table = find_hf_table(self.root, split, IMAGE_COLUMNS)
         if table is None and download:
             from editlab.datasets.prepare import fetch_hf_parquet
@@ -60,13 +58,12 @@ class ImagenHubDataset(EditDataset):
             fetch_hf_parquet(self.hub_id, self.root, split)
             table = find_hf_table(self.root, split, IMAGE_COLUMNS)
         if table is None:
-            raise FileNotFoundError(
+            raise self.not_found(
                 f"{self.hub_id} split '{split}' not found under {self.root}: expected parquet files "
                 f"{self.root}/data/{split}-*.parquet, a datasets.save_to_disk folder, or {self.root / split}/"
-                f"metadata.jsonl (see `editlab data prepare {self.name}`)"
+                f"metadata.jsonl"
             )
         self.table: HFTable = table
-        self.entries: dict[str, int] = {}
         self._read()
 
     def _read(self) -> None:
@@ -107,10 +104,7 @@ class ImagenHubDataset(EditDataset):
             raise SampleError(f"{what}: {err} ({where})") from err
 
     def load(self, sample_id: str) -> Sample:
-        if sample_id not in self.entries:
-            raise SampleError(f"unknown {self.name} id '{sample_id}'")
-        self.issues.check(sample_id)
-        index = self.entries[sample_id]
+        index = self.entry(sample_id)
         row = self.table.rows[index]
         where = f"{self.table.source.name} row {index}"
         source = self._image(index, "source_img", "source image", where)
@@ -139,6 +133,7 @@ class ImagenHubTextDataset(ImagenHubDataset):
     """ImagenHub text-guided image editing (instruction and global captions, no mask)."""
 
     name = "imagenhub_text"
+    label = name
     hub_id = "ImagenHub/Text_Guided_Image_Editing"
     needs_mask = False
 
@@ -147,5 +142,6 @@ class ImagenHubMaskDataset(ImagenHubDataset):
     """ImagenHub mask-guided image editing (adds the edit mask and the local caption)."""
 
     name = "imagenhub_mask"
+    label = name
     hub_id = "ImagenHub/Mask_Guided_Image_Editing"
     needs_mask = True

@@ -41,10 +41,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from editlab.datasets.base import EditDataset
 from editlab.datasets.folder import (
     DatasetFormatError,
-    RowIssues,
+    LocalBenchmark,
     check_same_size,
     open_image,
     read_json_file,
@@ -295,10 +294,12 @@ class _Entry:
     turns: list[Turn] = field(default_factory=list)
 
 
-class MagicBrushDataset(EditDataset):
+class MagicBrushDataset(LocalBenchmark):
     """MagicBrush test/dev/train from a local folder (see the module docstring for layouts and settings)."""
 
     name = "magicbrush"
+    label = "MagicBrush"
+    entries: dict[str, _Entry]
 
     def __init__(
         self,
@@ -314,13 +315,10 @@ class MagicBrushDataset(EditDataset):
     ) -> None:
         if evaluation not in EVALUATIONS:
             raise ValueError(f"evaluation must be one of {', '.join(EVALUATIONS)}, got {evaluation!r}")
-        super().__init__(split=split, task_types=task_types, limit=limit)
-        self.root = Path(root)
+        super().__init__(root, split, task_types, limit, on_error)
         self.evaluation = evaluation
         self.use_mask = use_mask
         self.size = size
-        self.issues = RowIssues(on_error)
-        self.entries: dict[str, _Entry] = {}
         sessions = self._sessions_file()
         table = None if sessions else find_hf_table(self.root, split)
         if sessions is None and table is None and download:
@@ -335,10 +333,10 @@ class MagicBrushDataset(EditDataset):
             self.source = table.source
             self._read_table(table)
         else:
-            raise FileNotFoundError(
+            raise self.not_found(
                 f"MagicBrush split '{split}' not found under {self.root}: expected {self.root / split}/"
                 f"edit_sessions.json with images/ (the released zip), or Hugging Face parquet files "
-                f"{self.root}/data/{split}-*.parquet (see `editlab data prepare magicbrush`)"
+                f"{self.root}/data/{split}-*.parquet"
             )
 
     # ---------------------------------------------------------------------------------------------- reading
@@ -454,10 +452,7 @@ class MagicBrushDataset(EditDataset):
         return [(sid, None) for sid in self.entries]
 
     def load(self, sample_id: str) -> Sample:
-        if sample_id not in self.entries:
-            raise SampleError(f"unknown MagicBrush id '{sample_id}'")
-        self.issues.check(sample_id)
-        turns = self.entries[sample_id].turns
+        turns = self.entry(sample_id).turns
         first, last = turns[0], turns[-1]
         source = first.source.open("source image", first.where)
         target = last.target.open("target image", last.where)

@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from editlab.datasets.base import EditDataset
-from editlab.datasets.folder import DatasetFormatError, RowIssues, open_image, read_json_file
+from editlab.datasets.folder import DatasetFormatError, LocalBenchmark, open_image, read_json_file
 from editlab.types import Sample, SampleError, TaskType
 
 PIE_SIZE = 512
@@ -109,7 +107,7 @@ def load_512(image: Image.Image, size: int = PIE_SIZE) -> Image.Image:
     return image if image.size == (size, size) else image.resize((size, size), Image.BICUBIC)
 
 
-class PIEBenchDataset(EditDataset):
+class PIEBenchDataset(LocalBenchmark):
     """PIE-Bench from its published ``mapping_file.json`` and ``annotation_images`` folder.
 
     ``task_map`` overrides the editing-type mapping (``{editing_type_id: task type or None}``); ``mask_border``
@@ -118,6 +116,8 @@ class PIEBenchDataset(EditDataset):
     """
 
     name = "pie_bench"
+    label = "PIE-Bench"
+    single_split = "test"
 
     def __init__(
         self,
@@ -132,10 +132,7 @@ class PIEBenchDataset(EditDataset):
         mask_border: bool = False,
         task_map: Mapping[int | str, str | None] | None = None,
     ) -> None:
-        if split != "test":
-            raise ValueError(f"PIE-Bench has a single split 'test', got {split!r}")
-        super().__init__(split=split, task_types=task_types, limit=limit)
-        self.root = Path(root)
+        super().__init__(root, split, task_types, limit, on_error)
         self.mapping_path = self.root / mapping_file
         self.images_dir = self.root / images
         self.resize = resize
@@ -143,16 +140,11 @@ class PIEBenchDataset(EditDataset):
         self.types = {k: v[2] for k, v in PIE_TYPES.items()}
         for key, value in (task_map or {}).items():
             self.types[int(key)] = None if value in (None, "", "null") else TaskType(value)
-        self.issues = RowIssues(on_error)
-        self.entries: dict[str, dict[str, Any]] = {}
         self._read()
 
     def _read(self) -> None:
-        if not self.mapping_path.is_file():
-            raise FileNotFoundError(
-                f"PIE-Bench mapping file not found: {self.mapping_path}; place the PnPInversion 'data' folder "
-                f"(mapping_file.json + annotation_images/) at {self.root} (see `editlab data prepare pie_bench`)"
-            )
+        self.require_file(self.mapping_path, "mapping file",
+                          "the PnPInversion 'data' folder (mapping_file.json + annotation_images/)")
         mapping = read_json_file(self.mapping_path)
         if not isinstance(mapping, dict):
             raise DatasetFormatError(f"{self.mapping_path}: expected an object of id -> entry, "
@@ -193,10 +185,7 @@ class PIEBenchDataset(EditDataset):
         return [(sid, rec["task"]) for sid, rec in self.entries.items()]
 
     def load(self, sample_id: str) -> Sample:
-        if sample_id not in self.entries:
-            raise SampleError(f"unknown PIE-Bench id '{sample_id}'")
-        self.issues.check(sample_id)
-        rec = self.entries[sample_id]
+        rec = self.entry(sample_id)
         entry, type_id = rec["entry"], rec["type_id"]
         where = f"{self.mapping_path.name} entry '{sample_id}'"
         image = open_image(rec["image_path"], "image", where)

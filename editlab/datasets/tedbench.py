@@ -14,17 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
-from editlab.datasets.base import EditDataset
-from editlab.datasets.folder import DatasetFormatError, RowIssues, open_image, read_json_file, resize_square
-from editlab.types import Sample, SampleError, TaskType
+from editlab.datasets.folder import DatasetFormatError, LocalBenchmark, open_image, read_json_file, resize_square
+from editlab.types import Sample, TaskType
 
 
-class TEdBenchDataset(EditDataset):
+class TEdBenchDataset(LocalBenchmark):
     """TEdBench from ``input_list.json`` and ``originals/``."""
 
     name = "tedbench"
+    label = "TEdBench"
+    single_split = "test"
 
     def __init__(
         self,
@@ -37,23 +37,14 @@ class TEdBenchDataset(EditDataset):
         images: str = "originals",
         size: int | None = None,
     ) -> None:
-        if split != "test":
-            raise ValueError(f"TEdBench has a single split 'test', got {split!r}")
-        super().__init__(split=split, task_types=task_types, limit=limit)
-        self.root = Path(root)
+        super().__init__(root, split, task_types, limit, on_error)
         self.list_path = self.root / input_list
         self.images_dir = self.root / images
         self.size = size
-        self.issues = RowIssues(on_error)
-        self.entries: dict[str, dict[str, Any]] = {}
         self._read()
 
     def _read(self) -> None:
-        if not self.list_path.is_file():
-            raise FileNotFoundError(
-                f"TEdBench input list not found: {self.list_path}; place Imagic's tedbench folder "
-                f"(input_list.json + originals/) at {self.root} (see `editlab data prepare tedbench`)"
-            )
+        self.require_file(self.list_path, "input list", "Imagic's tedbench folder (input_list.json + originals/)")
         pairs = read_json_file(self.list_path)
         if not isinstance(pairs, list):
             raise DatasetFormatError(f"{self.list_path}: expected a list of {{img_name, target_text}} objects")
@@ -78,10 +69,7 @@ class TEdBenchDataset(EditDataset):
         return str(self.entries.get(sample_id, {}).get("img_name") or sample_id)
 
     def load(self, sample_id: str) -> Sample:
-        if sample_id not in self.entries:
-            raise SampleError(f"unknown TEdBench id '{sample_id}'")
-        self.issues.check(sample_id)
-        e = self.entries[sample_id]
+        e = self.entry(sample_id)
         image = open_image(self.images_dir / str(e["img_name"]), "image", f"{self.list_path.name} entry "
                                                                          f"{e['position']}")
         return Sample(
