@@ -215,3 +215,14 @@ def test_shipped_models(folder: str, cls: type, kwargs: dict[str, bool]) -> None
         call.update(mask_image=Image.fromarray(np.pad(np.full((32, 32), 255, np.uint8), 16)), height=64, width=64)
     res = pipe("a large red circle at center on a white background", **call).images
     assert res.shape == (1, 64, 64, 3)
+
+
+def test_latent_linear_probe_separates_informative_from_noise() -> None:
+    """8x average-pooled pixels carry object colour linearly; random latents carry nothing."""
+    from editlab.train.evaluate import latent_linear_probe
+
+    pooled = latent_linear_probe(lambda x: torch.nn.functional.avg_pool2d(x, 8), n=800)
+    gen = torch.Generator().manual_seed(0)
+    noise = latent_linear_probe(lambda x: torch.randn(x.shape[0], 4, 8, 8, generator=gen), n=800)
+    assert pooled["color"] > 0.85
+    assert noise["color"] < 0.3

@@ -2,7 +2,8 @@
 
     python -m editlab.train.evaluate --which vae|sd|inpaint|ip2p [--n 64] [--update-settings]
 
-``vae``: reconstruction PSNR (and oracle attribute agreement of the reconstructions). ``sd``: text-to-image
+``vae``: reconstruction PSNR, oracle attribute agreement of the reconstructions and a linear probe of
+the latents (how linearly they encode object colour / shape / texture). ``sd``: text-to-image
 oracle accuracy over a guidance-scale grid, plus DDIM inversion (DDIMInverseScheduler, guidance 1) and
 reconstruction PSNR. ``inpaint`` / ``ip2p``: oracle edit accuracy and preservation on held-out edits.
 Results go to ``<weights>/eval/<which>.json`` with a small sample grid ``<which>.png``;
@@ -53,6 +54,52 @@ def _mean_dicts(ds: list[dict[str, float]]) -> dict[str, float]:
 
 
 @torch.no_grad()
+def latent_linear_probe(
+    encode: Any, n: int = 1200, train_frac: float = 0.75, seed: int = EVAL_SEED + 2, steps: int = 500
+) -> dict[str, float]:
+    """How linearly a latent encodes the object: held-out accuracy of a logistic-regression probe.
+
+    ``encode`` maps a (B, 3, 64, 64) tensor in [-1, 1] to (B, C, h, w) latents. On ``n`` single-object
+    scenes, the probe reads the 5 x 5 latent cells around the object's centre and predicts its colour,
+    shape and texture (chance: 1/6, 1/6, 1/3 nominally).
+    """
+    from editlab.datasets.shapesworld import world
+
+    rng = np.random.default_rng(seed)
+    scenes = [world.sample_scene(rng, 1) for _ in range(n)]
+    x = torch.from_numpy(np.stack([world.render(s) for s in scenes])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    z = torch.cat([encode(x[i : i + 100]).float().cpu() for i in range(0, n, 100)])
+    h, w = z.shape[-2:]
+    zp = torch.nn.functional.pad(z, (2, 2, 2, 2))
+    feats = []
+    for s, zi in zip(scenes, zp, strict=True):
+        cx, cy = s.objects[0].centre
+        ix, iy = min(int(cx * w), w - 1), min(int(cy * h), h - 1)
+        feats.append(zi[:, iy : iy + 5, ix : ix + 5].flatten())
+    f = torch.stack(feats)
+    f = (f - f.mean(0)) / (f.std(0) + 1e-6)
+    cut = int(n * train_frac)
+    out = {}
+    gen = torch.Generator().manual_seed(0)
+    for attr in ("color", "shape", "texture"):
+        names = [getattr(s.objects[0], attr) for s in scenes]
+        labels = sorted(set(names))
+        y = torch.tensor([labels.index(v) for v in names])
+        lin = torch.nn.Linear(f.shape[1], len(labels))
+        torch.nn.init.normal_(lin.weight, std=0.01, generator=gen)
+        torch.nn.init.zeros_(lin.bias)
+        opt = torch.optim.Adam(lin.parameters(), lr=1e-2, weight_decay=1e-3)
+        with torch.enable_grad():
+            for _ in range(steps):
+                loss = torch.nn.functional.cross_entropy(lin(f[:cut]), y[:cut])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        out[attr] = float((lin(f[cut:]).argmax(1) == y[cut:]).float().mean())
+    return out
+
+
+@torch.no_grad()
 def eval_vae(weights: Path, n: int, device: torch.device) -> tuple[dict[str, Any], list[np.ndarray]]:
     from diffusers import AutoencoderKL
 
@@ -68,6 +115,7 @@ def eval_vae(weights: Path, n: int, device: torch.device) -> tuple[dict[str, Any
         "n": n,
         "psnr_db": C.psnr(rec, imgs),
         "oracle_attribute_accuracy_of_reconstructions": attr,
+        "latent_linear_probe": latent_linear_probe(lambda x: vae.encode(x.to(device)).latent_dist.mean),
         "scaling_factor": float(vae.config.scaling_factor),
         "params": C.count_params(vae),
     }
