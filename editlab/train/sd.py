@@ -143,13 +143,11 @@ def diffusion_loss(
 class LatentCache:
     """A pool of encoded training examples, refreshed a few entries per step with fresh samples.
 
-    Entries store the VAE posterior mean and std, so every draw samples new latents as SD training does
-    (``sample=False`` uses the posterior mean instead: the latents a decoder trained on means expects).
+    Entries store the VAE posterior mean and std, so every draw samples new latents as SD training does.
     """
 
-    def __init__(self, vae: AutoencoderKL, device: torch.device, size: int, sample: bool = True) -> None:
+    def __init__(self, vae: AutoencoderKL, device: torch.device, size: int) -> None:
         self.vae, self.device, self.size = vae.eval().requires_grad_(False), device, size
-        self.sample = sample
         self.sf = float(vae.config.scaling_factor)
         self.store: dict[str, Any] = {}
         self.filled = 0
@@ -193,20 +191,8 @@ class LatentCache:
         return out
 
     def sample_latents(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-        """Posterior sample (or mean, when the cache was built with ``sample=False``) times the scaling factor."""
-        if not self.sample:
-            return mean * self.sf
+        """Posterior sample times the VAE scaling factor."""
         return (mean + std * torch.randn_like(mean)) * self.sf
-
-
-def add_posterior_arg(p: Any) -> None:
-    """``--posterior sample|mean``: which VAE latents the UNet is trained on."""
-    p.add_argument(
-        "--posterior",
-        default="sample",
-        choices=["sample", "mean"],
-        help="train on posterior samples (SD's recipe) or on the posterior mean (for a decoder trained on means)",
-    )
 
 
 def load_components(path: str | Path) -> dict[str, Any]:
@@ -382,7 +368,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cache-size", type=int, default=8000)
     p.add_argument("--refresh", type=int, default=4, help="cache entries replaced by fresh scenes per step")
     p.add_argument("--export-every", type=float, default=0.0, help="also export at checkpoints every N minutes")
-    add_posterior_arg(p)
     args = p.parse_args(argv)
 
     C.set_threads(args.threads)
@@ -404,7 +389,7 @@ def main(argv: list[str] | None = None) -> None:
     sched = train_scheduler()
     opt = torch.optim.AdamW(list(unet.parameters()) + list(text_encoder.parameters()), lr=args.lr, weight_decay=1e-2)
     ema = C.EMA(unet, args.ema_decay)
-    cache = LatentCache(vae, device, args.cache_size, sample=args.posterior == "sample")
+    cache = LatentCache(vae, device, args.cache_size)
     src = make_caption_source(args.data)
     empty_ids = tokenize(tokenizer, [""])[0]
 
@@ -540,7 +525,6 @@ def finetune_parser(description: str, out: str, in_channels: int) -> Any:
     p.add_argument("--snr-gamma", type=float, default=5.0)
     p.add_argument("--cache-size", type=int, default=4000)
     p.add_argument("--refresh", type=int, default=4, help="cache entries replaced by fresh examples per step")
-    add_posterior_arg(p)
     p.set_defaults(in_channels=in_channels)
     return p
 
@@ -570,7 +554,7 @@ def setup_finetune(args: Any, in_channels: int) -> dict[str, Any]:
         "opt": opt,
         "ema": C.EMA(unet, args.ema_decay),
         "sched": train_scheduler(),
-        "cache": LatentCache(vae, device, args.cache_size, sample=args.posterior == "sample"),
+        "cache": LatentCache(vae, device, args.cache_size),
     }
 
 

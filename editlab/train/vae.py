@@ -101,11 +101,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--groups", type=int, default=8)
     p.add_argument("--decoder-only", action="store_true", help="freeze the encoder (keeps the latent space)")
     p.add_argument("--init", default=None, help="run folder or diffusers folder to start from")
-    p.add_argument(
-        "--decode-mean",
-        action="store_true",
-        help="with --decoder-only: decode the posterior mean instead of a sample (the latents methods invert)",
-    )
     p.add_argument("--eval-n", type=int, default=128)
     p.add_argument("--scale-n", type=int, default=512, help="held-out scenes used to measure scaling_factor")
     args = p.parse_args(argv)
@@ -162,8 +157,7 @@ def main(argv: list[str] | None = None) -> None:
         with C.autocast(device, args.bf16):
             if args.decoder_only:
                 with torch.no_grad():
-                    post = vae.encode(x).latent_dist
-                    z = post.mode() if args.decode_mean else post.sample()
+                    z = vae.encode(x).latent_dist.sample()
                 kl = torch.zeros((), device=device)
             else:
                 post = vae.encode(x).latent_dist
