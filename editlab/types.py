@@ -101,6 +101,12 @@ class Sample:
     Images are RGB PIL images; ``mask`` is a single-channel ("L") PIL image of the same size where
     non-zero marks the region to edit. ``points`` are (x, y) pixel pairs: handle points then target points
     for drag-style editing.
+
+    Multi-turn (chained) editing is declared by the dataset, not here, because the runner must know it for
+    cached records without decoding anything: :meth:`editlab.datasets.base.EditDataset.chain_from` names the
+    sample whose edited output replaces ``source_image`` when this sample is edited, and
+    :meth:`~editlab.datasets.base.EditDataset.scored` says whether this sample's edit enters the metrics.
+    A method always sees the image it must edit in ``source_image``.
     """
 
     id: str

@@ -447,6 +447,41 @@ def test_magicbrush_final_turn(tmp_path: Path) -> None:
         MagicBrushDataset(str(root), evaluation="best_turn")
 
 
+def test_magicbrush_iterative_ids_chains_and_scoring(tmp_path: Path) -> None:
+    root = write_magicbrush(tmp_path / "mb")
+    for evaluation, ids in (("all_turn", ["100_t1", "100_t2", "200_t1"]), ("final_turn", ["100", "200"])):
+        plain = MagicBrushDataset(str(root), evaluation=evaluation)  # default: ground-truth inputs, ids unchanged
+        assert plain.ids() == ids
+        assert all(plain.chain_from(i) is None and plain.scored(i) for i in ids)
+        assert "iterative" not in plain.load(ids[-1]).meta["magicbrush"]
+    for evaluation in ("all_turn", "final_turn"):
+        ds = MagicBrushDataset(str(root), evaluation=evaluation, iterative=True)
+        assert ds.ids() == ["100_t1", "100_t2", "200_t1"]
+        assert [ds.chain_from(i) for i in ds.ids()] == [None, "100_t1", None]
+        assert [ds.source_key(i) for i in ds.ids()] == ["100", "100", "200"]  # a session stays on one shard
+        assert [ds.scored(i) for i in ds.ids()] == [evaluation == "all_turn", True, True]
+        t2 = ds.load("100_t2")  # its own instruction, mask and ground truth; the runner swaps in the source
+        assert t2.instruction == "edit 100.2" and t2.meta["magicbrush"]["turn_index"] == 2
+        assert t2.meta["magicbrush"]["iterative"] is True
+        assert np.array_equal(np.asarray(t2.mask) > 0, _box_mask(MB_BOXES[("100", 2)]))
+
+
+def test_magicbrush_iterative_orders_hub_rows_by_turn(tmp_path: Path) -> None:
+    folder = tmp_path / "hub" / "dev"
+    folder.mkdir(parents=True)
+    rows = []
+    for img_id, turn in (("7", 2), ("8", 1), ("7", 1)):
+        for col, seed in (("source_img", 1), ("target_img", 2)):
+            _rgb(16, 16, seed).save(folder / f"{img_id}_{turn}_{col}.png")
+        rows.append({"img_id": img_id, "turn_index": turn, "instruction": f"edit {img_id}.{turn}",
+                     "source_img": f"{img_id}_{turn}_source_img.png", "target_img": f"{img_id}_{turn}_target_img.png"})
+    (folder / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert MagicBrushDataset(str(tmp_path / "hub"), split="dev").ids() == ["7_t2", "8_t1", "7_t1"]
+    ds = MagicBrushDataset(str(tmp_path / "hub"), split="dev", iterative=True, evaluation="final_turn")
+    assert ds.ids() == ["7_t1", "7_t2", "8_t1"] and ds.chain_from("7_t2") == "7_t1"
+    assert [ds.scored(i) for i in ds.ids()] == [False, True, True]
+
+
 def test_magicbrush_malformed(tmp_path: Path) -> None:
     root = write_magicbrush(tmp_path / "mb")
     folder = root / "test"

@@ -109,3 +109,94 @@ def test_setup_failure_skips_the_grid_point_not_the_grid(tmp_path: Path) -> None
     assert "needs public weights" in out.results["setup_error"]
     assert out.edited == 0 and out.results["counts"]["total"] == 0 and not out.results["complete"]
     assert not list((out.run_dir / "records").iterdir())  # nothing cached: a later run retries
+
+
+# --------------------------------------------------------------------------------------------------------
+# Chained samples: MagicBrush's multi-turn setting (turn k edits the method's own output of turn k-1)
+# --------------------------------------------------------------------------------------------------------
+def _iterative_cfg(tmp_path: Path, evaluation: str, **method: str):
+    from test_datasets_benchmarks import write_magicbrush
+
+    root = tmp_path / "mb"
+    if not root.exists():
+        write_magicbrush(root)
+    cfg = compose_cfg(["backbone=toy", "backbone.num_inference_steps=2", "dataset=magicbrush",
+                       f"dataset.root={root}", "dataset.iterative=true", f"dataset.evaluation={evaluation}",
+                       f"results_dir={tmp_path / 'res'}", "device=cpu", "metrics=none"])
+    cfg.method = {"_target_": "tests_support.InvertMethod", "name": "invert", **method}
+    cfg.metrics = {"bg_mse": {"_target_": "editlab.metrics.masked.BackgroundMSE"},
+                   "gt_psnr": {"_target_": "editlab.metrics.fidelity.TargetPSNR"}}
+    return cfg
+
+
+def _pixels(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+
+
+def test_iterative_turn_edits_previous_output_and_final_turn_scores_last(tmp_path: Path) -> None:
+    from test_datasets_benchmarks import MB_BOXES
+
+    out = run(_iterative_cfg(tmp_path, "final_turn"), show_table=False)
+    d, recs = out.run_dir, _records(out.run_dir)
+    assert list(recs) == ["100_t1", "100_t2", "200_t1"] and out.edited == 3
+    original = _pixels(tmp_path / "mb" / "test" / "images" / "100" / "100-input.png")
+    turn1 = _pixels(d / "images" / "100_t1.png")
+    assert np.array_equal(_pixels(d / recs["100_t1"]["extras"]["seen"]), original)
+    assert np.array_equal(turn1, 255 - original)
+    # turn 2 was given exactly turn 1's cached output, so inverting it again gives the original back
+    assert np.array_equal(_pixels(d / recs["100_t2"]["extras"]["seen"]), turn1)
+    assert np.array_equal(_pixels(d / "images" / "100_t2.png"), original)
+    assert recs["100_t2"]["chain_from"] == "100_t1" and "chain_from" not in recs["200_t1"]
+    # final_turn: the earlier turn is edited and recorded, but neither scored nor counted
+    assert recs["100_t1"]["scored"] is False and "metrics" not in recs["100_t1"]
+    assert "scored" not in recs["100_t2"] and set(recs["100_t2"]["metrics"]) == {"bg_mse", "gt_psnr"}
+    assert out.results["counts"] == {"ok": 2, "error": 0, "not_applicable": 0, "total": 2, "unscored": 1,
+                                     "expected": 3}
+    assert out.results["metrics"]["bg_mse"]["n"] == 2 and out.results["metrics"]["wall_time_s"]["n"] == 3
+    # source metrics compare a chained turn with the image it was edited from (turn 1's output)
+    x0, y0, x1, y1 = MB_BOXES[("100", 2)]
+    keep = np.ones((64, 64), bool)
+    keep[y0:y1, x0:x1] = False
+    expected = (((original - turn1) / 255.0) ** 2)[keep].mean()
+    assert recs["100_t2"]["metrics"]["bg_mse"] == pytest.approx(expected, rel=1e-5)
+    # all_turn on the same run folder: nothing is edited again, every turn is scored
+    again = run(_iterative_cfg(tmp_path, "all_turn"), show_table=False)
+    assert again.run_dir == d and again.edited == 0
+    assert again.results["counts"] == {"ok": 3, "error": 0, "not_applicable": 0, "total": 3, "expected": 3}
+    assert "scored" not in _records(d)["100_t1"] and "bg_mse" in _records(d)["100_t1"]["metrics"]
+
+
+def test_iterative_failed_turn_gives_next_turn_a_specific_error(tmp_path: Path) -> None:
+    out = run(_iterative_cfg(tmp_path, "final_turn", fail_on="100_t1"), show_table=False)
+    recs = _records(out.run_dir)
+    assert recs["100_t1"]["status"] == "error" and recs["100_t1"]["error"] == "method raised RuntimeError: boom"
+    assert recs["100_t2"]["status"] == "error"
+    assert recs["100_t2"]["error"] == "previous turn '100_t1' has no edited output: method raised RuntimeError: boom"
+    assert recs["200_t1"]["status"] == "ok"  # the run went on
+    assert out.results["complete"]
+    assert out.results["counts"] == {"ok": 1, "error": 1, "not_applicable": 0, "total": 2, "unscored": 1,
+                                     "expected": 3}
+    assert run(_iterative_cfg(tmp_path, "final_turn", fail_on="100_t1"), show_table=False).edited == 0
+
+
+def test_iterative_resume_recomputes_nothing_and_a_redone_turn_redoes_the_next(tmp_path: Path) -> None:
+    cfg = _iterative_cfg(tmp_path, "all_turn")
+    first = run(cfg, show_table=False)
+    images = {p.name: p.read_bytes() for p in (first.run_dir / "images").iterdir()}
+    second = run(cfg, show_table=False)
+    assert second.edited == 0 and second.reused == 3
+    # a turn edited again makes the turn chained to it stale (its source may have changed); other sessions are kept
+    (first.run_dir / "records" / "100_t1.json").unlink()
+    third = run(cfg, show_table=False)
+    assert third.edited == 2 and third.reused == 1
+    assert {p.name: p.read_bytes() for p in (first.run_dir / "images").iterdir()} == images
+    # a stored output that changed under a chained turn is noticed as well
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(first.run_dir / "images" / "100_t1.png")
+    fourth = run(cfg, show_table=False)
+    assert fourth.edited == 1
+    assert np.array_equal(_pixels(first.run_dir / "images" / "100_t2.png"), np.full((64, 64, 3), 246))
+    # the same folder without iterative: turn 1 (unchained either way) is kept, the chained turn is edited again
+    cfg.dataset.iterative = False
+    fifth = run(cfg, show_table=False)
+    assert fifth.run_dir == first.run_dir and fifth.edited == 1
+    assert "chain_from" not in _records(first.run_dir)["100_t2"]

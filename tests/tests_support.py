@@ -1,9 +1,10 @@
-"""Methods that misbehave on purpose, for error-isolation tests."""
+"""Methods that misbehave on purpose, for error-isolation tests, and a predictable one for chained edits."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from PIL import ImageOps
 
 from editlab.methods.base import EditMethod
 from editlab.types import Condition, EditOutput, LearningStrategy, Sample, Taxonomy
@@ -47,3 +48,20 @@ class UnavailableMethod(EditMethod):
 
     def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:
         raise AssertionError("never called")
+
+
+class InvertMethod(EditMethod):
+    """Inverts the source image (two chained turns give the original back) and returns the source it was given
+    as the extra ``seen``; raises on the sample id ``fail_on``."""
+
+    name = "invert_method"
+    taxonomy = Taxonomy(LearningStrategy.TRAINING_FREE, (Condition.INSTRUCTION,))
+
+    def __init__(self, fail_on: str | None = None, **settings) -> None:
+        super().__init__(**settings)
+        self.fail_on = fail_on
+
+    def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:
+        if sample.id == self.fail_on:
+            raise RuntimeError("boom")
+        return EditOutput(image=ImageOps.invert(sample.source_image), extras={"seen": sample.source_image})

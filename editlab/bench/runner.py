@@ -12,10 +12,22 @@ Layout of one run (``results/<experiment>/<dataset>/<method>-<hash>/``)::
 ``<hash>`` is a hash of the resolved method and backbone configs and the seed, so two settings of one
 method never share outputs. A sample whose record and image exist is not edited again; a record whose
 metric values were computed with other metric settings only has its metrics recomputed.
+
+Chained samples (multi-turn editing, :meth:`editlab.datasets.base.EditDataset.chain_from`): such a sample is
+edited from the cached edited image of the sample it names (edited earlier in dataset order, in the same
+run folder), not from its own source image; when that sample has no edited output, this one gets a specific
+error and the run goes on. Its record keeps ``chain_from`` and ``chain_source`` (a hash of the image it was
+edited from), so a resumed run edits it again when the dataset now chains it differently, or when the
+previous sample is edited again in this run or its stored image changed; otherwise it is reused. Samples
+the dataset does not score (:meth:`~editlab.datasets.base.EditDataset.scored`) are edited and recorded
+with ``"scored": false`` but get no metric values and stay out of the counts and aggregates (the flag is
+refreshed from the dataset on every run, so one folder of chained edits can be scored either way).
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
 import math
@@ -186,9 +198,22 @@ EditResult = tuple[dict[str, Any], Image.Image | None, dict[str, Image.Image]]
 
 
 def edit_one(method: EditMethod, dataset: EditDataset, sample_id: str, seed: int, resolution: int,
-             device: torch.device) -> EditResult:
-    """Edit one sample; never raises for a sample's problem: the record carries status and message."""
+             device: torch.device, run_dir: Path | None = None) -> EditResult:
+    """Edit one sample; never raises for a sample's problem: the record carries status and message.
+
+    A chained sample (``dataset.chain_from``) is edited from the previous sample's edited image in ``run_dir``,
+    resized to the working resolution like any source image."""
     rec: dict[str, Any] = {"id": sample_id, "seed": derive_seed(seed, sample_id)}
+    previous = dataset.chain_from(sample_id)
+    chained_png = None
+    if previous is not None:
+        if run_dir is None:
+            raise ValueError(f"sample '{sample_id}' is chained to '{previous}': edit_one needs the run folder")
+        chained_png, why = previous_output(run_dir, previous)
+        rec |= {"chain_from": previous, "chain_source": output_digest(chained_png)}
+        if chained_png is None:
+            error = f"previous turn '{previous}' has no edited output: {why}"
+            return rec | {"status": STATUS_ERROR, "error": error}, None, {}
     try:
         sample = dataset.load(sample_id)
     except SampleError as err:
@@ -207,6 +232,8 @@ def edit_one(method: EditMethod, dataset: EditDataset, sample_id: str, seed: int
         return rec | {"status": STATUS_NA, "error": reason}, None, {}
     try:
         sample = prepare_sample(sample, resolution)
+        if chained_png is not None:
+            sample.source_image = chained_image(chained_png, str(previous), sample.source_image.size)
         method.check_inputs(sample)
         generator = torch.Generator("cpu").manual_seed(rec["seed"])
         gpu_time = None
@@ -249,6 +276,63 @@ def edit_one(method: EditMethod, dataset: EditDataset, sample_id: str, seed: int
 
 
 # --------------------------------------------------------------------------------------------------------
+# Chained samples: the previous sample's cached output is the source
+# --------------------------------------------------------------------------------------------------------
+def previous_output(run_dir: Path, previous_id: str) -> tuple[bytes | None, str]:
+    """The stored PNG of ``previous_id``'s edit in ``run_dir``, or None and why there is none."""
+    rec = read_json(run_dir / "records" / f"{safe_name(previous_id)}.json")
+    if rec is None or rec.get("id") != previous_id:
+        return None, "it has not been edited in this run folder (it must come earlier in the dataset order)"
+    if rec.get("status") != STATUS_OK:
+        status = "" if rec.get("status") == STATUS_ERROR else f"{rec.get('status')}: "
+        return None, f"{status}{rec.get('error')}"
+    try:
+        return (run_dir / rec["image"]).read_bytes(), ""
+    except (KeyError, OSError):
+        return None, f"its image {rec.get('image')} is missing"
+
+
+def output_digest(png: bytes | None) -> str | None:
+    return None if png is None else hashlib.sha256(png).hexdigest()[:16]
+
+
+def chained_image(png: bytes, previous_id: str, size: tuple[int, int]) -> Image.Image:
+    """Decode a previous sample's stored edit as an RGB source image of ``size``."""
+    try:
+        image = Image.open(io.BytesIO(png))
+        image.load()
+    except Exception as err:
+        raise SampleError(f"previous turn '{previous_id}' output is unreadable: {type(err).__name__}: {err}") from err
+    image = to_rgb(image)
+    return image if image.size == size else image.resize(size, Image.BICUBIC)
+
+
+def chain_changed(run_dir: Path, rec: dict[str, Any], previous: str | None, redone: set[str]) -> bool:
+    """Whether a cached record no longer fits its chain: the dataset chains it differently now, or the previous
+    sample is edited again in this run, or its stored output differs from the one this edit started from."""
+    if rec.get("chain_from") != previous:
+        return True
+    if previous is None:
+        return False
+    return previous in redone or output_digest(previous_output(run_dir, previous)[0]) != rec.get("chain_source")
+
+
+def mark_scored(rec: dict[str, Any], scored: bool) -> bool:
+    """Set a record's ``scored`` flag (stored only when False); whether that changed the record."""
+    if rec.get("scored", True) == scored:
+        return False
+    if scored:
+        del rec["scored"]
+    else:
+        rec["scored"] = False
+    return True
+
+
+def is_scored(rec: dict[str, Any]) -> bool:
+    return rec.get("scored", True) is not False
+
+
+# --------------------------------------------------------------------------------------------------------
 # Metrics over stored edits
 # --------------------------------------------------------------------------------------------------------
 Loaded = tuple[dict[str, Any], Sample, Image.Image]
@@ -287,6 +371,13 @@ def metric_batches(dataset: EditDataset, run_dir: Path, records: list[dict[str, 
             image = Image.open(run_dir / rec["image"])
             image.load()
             sample = dataset.load(rec["id"])
+            if rec.get("chain_from"):  # the image this sample was edited from, not its dataset source
+                png = previous_output(run_dir, rec["chain_from"])[0]
+                if png is not None:
+                    sample.source_image = chained_image(png, rec["chain_from"], image.size)
+                else:
+                    log.warning("%s: the output of %s is gone; source metrics use the dataset source image",
+                                rec["id"], rec["chain_from"])
             key = (image.size, sample.mask is not None, sample.target_image is not None)
             groups.setdefault(key, []).append((rec, sample, image))
         for items in groups.values():
@@ -314,20 +405,27 @@ def score_records(metrics: list[EditMetric], dataset: EditDataset, run_dir: Path
 # --------------------------------------------------------------------------------------------------------
 def aggregate(records: list[dict[str, Any]], higher: dict[str, bool]) -> dict[str, Any]:
     """Counts, and per metric (plus runtime and peak memory): mean, std, n, NaN count, bootstrap 95% CI and
-    worst decile (see :func:`editlab.bench.stats.summarize`)."""
+    worst decile (see :func:`editlab.bench.stats.summarize`).
+
+    Records with ``"scored": false`` are left out of the counts (``counts["unscored"]`` says how many, when
+    any) and the metrics; runtime and peak memory cover every successful edit."""
     from editlab.bench.stats import summarize
 
-    counts = {s: sum(r["status"] == s for r in records) for s in (STATUS_OK, STATUS_ERROR, STATUS_NA)}
-    ok = [r for r in records if r["status"] == STATUS_OK]
+    scored = [r for r in records if is_scored(r)]
+    counts = {s: sum(r["status"] == s for r in scored) for s in (STATUS_OK, STATUS_ERROR, STATUS_NA)}
+    if len(scored) < len(records):
+        counts["unscored"] = len(records) - len(scored)
+    edits = [r for r in records if r["status"] == STATUS_OK]
+    ok = [r for r in edits if is_scored(r)]
     names = sorted({k for r in ok for k in r.get("metrics", {})})
     columns: dict[str, dict[str, Any]] = {}
     for name in names + ["wall_time_s", "gpu_time_s", "peak_mem_mb"]:
-        raw = [r.get("metrics", {}).get(name) if name in names else r.get(name) for r in ok]
+        raw = [r.get("metrics", {}).get(name) for r in ok] if name in names else [r.get(name) for r in edits]
         if name == "gpu_time_s" and all(v is None for v in raw):
             continue
         vals = np.array([np.nan if v is None else v for v in raw], dtype=float)
         columns[name] = summarize(vals, higher.get(name, False))
-    return {"counts": counts | {"total": len(records)}, "metrics": columns}
+    return {"counts": counts | {"total": len(scored)}, "metrics": columns}
 
 
 def score_distribution(metrics: list[DistributionMetric], dataset: EditDataset, run_dir: Path,
@@ -372,15 +470,19 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
     where = f" (shard {shard} of {num_shards}: {len(ids)} of {len(all_ids)})" if num_shards > 1 else ""
     log.info("%s on %s: %d samples%s -> %s", cfg.method.name, cfg.dataset.name, len(all_ids), where, run_dir)
 
-    # 2. Edit phase: only samples without a finished record are edited
+    # 2. Edit phase: only samples without a finished record (or whose chained source changed) are edited
     records: dict[str, dict[str, Any]] = {}
-    todo = []
+    todo: list[str] = []
+    redone: set[str] = set()
     for sid in ids:
         rec = load_record(run_dir, sid)
-        if rec is not None:
-            records[sid] = rec
-        else:
+        if rec is None or chain_changed(run_dir, rec, dataset.chain_from(sid), redone):
             todo.append(sid)
+            redone.add(sid)
+            continue
+        if mark_scored(rec, dataset.scored(sid)):
+            atomic_write_json(run_dir / "records" / f"{safe_name(sid)}.json", rec)
+        records[sid] = rec
     edit_start = time.perf_counter()
     setup_error = None
     if todo:
@@ -397,8 +499,10 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
     if todo:
         bar = tqdm(todo, desc=f"{cfg.method.name}", unit="edit", dynamic_ncols=True)
         for sid in bar:
-            rec, image, extras = edit_one(method, dataset, sid, cfg.seed, backbone.resolution, backbone.device)
+            rec, image, extras = edit_one(method, dataset, sid, cfg.seed, backbone.resolution, backbone.device,
+                                          run_dir)
             rec["method"] = cfg.method.name
+            mark_scored(rec, dataset.scored(sid))
             if image is not None:
                 rec["image"] = f"images/{safe_name(sid)}.png"
                 atomic_save_image(run_dir / rec["image"], image)
@@ -417,7 +521,8 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
     metrics = [m for m in all_metrics if not isinstance(m, DistributionMetric)]
     dist_metrics = [m for m in all_metrics if isinstance(m, DistributionMetric)]
     metrics_key = stable_hash([m.describe() for m in metrics])
-    stale = [r for r in records.values() if r["status"] == STATUS_OK and r.get("metrics_key") != metrics_key]
+    stale = [r for r in records.values()
+             if r["status"] == STATUS_OK and is_scored(r) and r.get("metrics_key") != metrics_key]
     if stale:
         for rec in stale:
             rec["metrics"], rec["metric_errors"] = {}, {}
@@ -451,7 +556,7 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
     with RunLock(run_dir):
         results = assemble(run_dir, base)
         if results["complete"] and dist_metrics:
-            ok = [r for r in _present_records(run_dir, all_ids) if r["status"] == STATUS_OK]
+            ok = [r for r in _present_records(run_dir, all_ids) if r["status"] == STATUS_OK and is_scored(r)]
             results["dataset_metrics"] = score_distribution(dist_metrics, dataset, run_dir, ok,
                                                             cfg.runner.metrics_batch_size)
             atomic_write_json(run_dir / "results.json", results)

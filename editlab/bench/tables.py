@@ -350,7 +350,7 @@ def build_model(run_dirs: list[Path] | list[LoadedRun]) -> TableModel:
     long_rows = []
     for run in runs:
         for rec in run.records:
-            if rec.get("status") != "ok":
+            if rec.get("status") != "ok" or rec.get("scored") is False:  # unscored: e.g. a final turn's earlier turns
                 continue
             # with several datasets, sample ids are qualified so that paired tests never pair across datasets
             sid = f"{run.dataset}/{rec['id']}" if several else rec["id"]

@@ -47,6 +47,22 @@ class EditDataset(ABC):
         that a source's cached inversion stays on one worker. Defaults to the sample id."""
         return sample_id
 
+    def chain_from(self, sample_id: str) -> str | None:
+        """The id of the sample whose *edited output* is this sample's source image (multi-turn editing: turn k
+        edits the method's own output of turn k-1), or None to edit the sample's own ``source_image``.
+
+        Cheap and decoding nothing, like :meth:`_index`: the runner asks it before loading and for cached
+        records. The named sample must come earlier in :meth:`ids` and share this sample's :meth:`source_key`
+        (so that it is edited first, on the same worker). See :func:`editlab.bench.runner.edit_one`.
+        """
+        return None
+
+    def scored(self, sample_id: str) -> bool:
+        """Whether this sample's edit enters the metrics and counts. False for an edit the run needs only as the
+        source of a later chained sample (e.g. the earlier turns of a final-turn evaluation): it is still edited
+        and recorded (``"scored": false`` in its record), but not scored or aggregated."""
+        return True
+
     def ids(self) -> list[str]:
         """Sample ids after the ``task_types`` and ``limit`` filters."""
         out = [i for i, t in self._index() if self.task_types is None or t in self.task_types]

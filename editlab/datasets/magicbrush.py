@@ -20,13 +20,20 @@ Two local layouts are read:
 Masks are the source image with the edit region erased (transparent), as DALL-E 2's inpainting takes them;
 :func:`mask_from_image` turns them into editlab's binary masks.
 
-``evaluation`` follows the paper's two settings: ``all_turn`` gives one sample per turn, edited from that
-turn's ground-truth input and compared with that turn's ground truth (ids ``<img_id>_t<turn>``);
-``final_turn`` gives one sample per session, from the original image to the last ground-truth output (id
-``<img_id>``). The paper's final-turn numbers come from iterative editing (each turn applied to the previous
-*generated* image); a ``final_turn`` sample carries the turn instructions in order in
-``meta["magicbrush"]["turn_instructions"]`` for a method that chains them, and ``instruction`` joins them with
-"; " for one that takes a single instruction. Its mask is the union of the turn masks.
+``evaluation`` picks what is scored, ``iterative`` what each turn is edited from:
+
+- ``iterative=False`` (default), ground-truth inputs: ``all_turn`` gives one sample per turn, edited from that
+  turn's ground-truth input and compared with that turn's ground truth (ids ``<img_id>_t<turn>``);
+  ``final_turn`` gives one sample per session, from the original image to the last ground-truth output (id
+  ``<img_id>``), carrying the turn instructions in order in ``meta["magicbrush"]["turn_instructions"]`` and
+  joined with "; " in ``instruction``; its mask is the union of the turn masks.
+- ``iterative=True``, the paper's multi-turn setting: one sample per turn (ids ``<img_id>_t<turn>``, sessions
+  in turn order), turn 1 edited from the original image and turn k from the method's *own* output of turn k-1
+  (:meth:`MagicBrushDataset.chain_from`; the runner substitutes the cached edit, see
+  :mod:`editlab.bench.runner`). Each turn keeps its own instruction, mask and ground truth. ``all_turn`` scores
+  every turn against its ground truth; ``final_turn`` scores only the last turn of each session (the earlier
+  turns are edited, recorded with ``"scored": false``, and left out of the metrics and counts). ``limit``
+  counts turns.
 """
 
 from __future__ import annotations
@@ -291,6 +298,7 @@ class Turn:
 
 @dataclass
 class _Entry:
+    img_id: str
     turns: list[Turn] = field(default_factory=list)
 
 
@@ -312,11 +320,14 @@ class MagicBrushDataset(LocalBenchmark):
         use_mask: bool = True,
         size: int | None = None,
         download: bool = False,
+        iterative: bool = False,
     ) -> None:
         if evaluation not in EVALUATIONS:
             raise ValueError(f"evaluation must be one of {', '.join(EVALUATIONS)}, got {evaluation!r}")
         super().__init__(root, split, task_types, limit, on_error)
         self.evaluation = evaluation
+        self.iterative = iterative
+        self.per_turn = iterative or evaluation == "all_turn"  # one sample per turn
         self.use_mask = use_mask
         self.size = size
         sessions = self._sessions_file()
@@ -338,6 +349,11 @@ class MagicBrushDataset(LocalBenchmark):
                 f"edit_sessions.json with images/ (the released zip), or Hugging Face parquet files "
                 f"{self.root}/data/{split}-*.parquet"
             )
+        self.session_turns: dict[str, list[int]] = {}  # img_id -> its turn numbers, ascending
+        for e in self.entries.values():
+            self.session_turns.setdefault(e.img_id, []).extend(t.turn for t in e.turns)
+        for img_id, turns in self.session_turns.items():
+            self.session_turns[img_id] = sorted(set(turns))
 
     # ---------------------------------------------------------------------------------------------- reading
     def _sessions_file(self) -> Path | None:
@@ -347,13 +363,13 @@ class MagicBrushDataset(LocalBenchmark):
         return None
 
     def _add(self, turn: Turn, problem: str | None) -> None:
-        sid = self._turn_id(turn.img_id, turn.turn) if self.evaluation == "all_turn" else turn.img_id
-        entry = self.entries.setdefault(sid, _Entry())
+        sid = self._turn_id(turn.img_id, turn.turn) if self.per_turn else turn.img_id
+        entry = self.entries.setdefault(sid, _Entry(turn.img_id))
         if any(t.turn == turn.turn for t in entry.turns):
             problem = problem or f"duplicate turn {turn.turn} of session '{turn.img_id}'"
-            if self.evaluation == "all_turn":
+            if self.per_turn:
                 sid = f"{sid}-dup{sum(k.startswith(sid) for k in self.entries)}"
-                entry = self.entries.setdefault(sid, _Entry())
+                entry = self.entries.setdefault(sid, _Entry(turn.img_id))
         entry.turns.append(turn)
         if problem:
             self.issues.add(sid, turn.where, problem)
@@ -376,8 +392,8 @@ class MagicBrushDataset(LocalBenchmark):
         for img_id, turns in sessions.items():
             img_id = str(img_id)
             if not isinstance(turns, list) or not turns:
-                sid = self._turn_id(img_id, 1) if self.evaluation == "all_turn" else img_id
-                self.entries.setdefault(sid, _Entry())
+                sid = self._turn_id(img_id, 1) if self.per_turn else img_id
+                self.entries.setdefault(sid, _Entry(img_id))
                 self.issues.add(sid, f"{path}, session '{img_id}'", "expected a non-empty list of turns")
                 continue
             folder = images / img_id
@@ -449,7 +465,35 @@ class MagicBrushDataset(LocalBenchmark):
         return list(dict.fromkeys(t.img_id for e in self.entries.values() for t in e.turns))
 
     def _index(self) -> list[tuple[str, TaskType | None]]:
-        return [(sid, None) for sid in self.entries]
+        ids = list(self.entries)
+        if self.iterative:  # a chained turn must come after the turn it edits on: sessions in turn order
+            first = {img_id: n for n, img_id in enumerate(dict.fromkeys(e.img_id for e in self.entries.values()))}
+            ids.sort(key=lambda sid: (first[self.entries[sid].img_id], self._turn_of(sid)))
+        return [(sid, None) for sid in ids]
+
+    def _turn_of(self, sample_id: str) -> int:
+        turns = self.entries[sample_id].turns
+        return turns[0].turn if turns else 0
+
+    def source_key(self, sample_id: str) -> str:
+        """The session (img_id): every turn of a session is edited on one worker, in order."""
+        entry = self.entries.get(sample_id)
+        return entry.img_id if entry is not None else sample_id
+
+    def chain_from(self, sample_id: str) -> str | None:
+        """With ``iterative``, the session's previous turn (``<img_id>_t<k-1>``); else None."""
+        entry = self.entries.get(sample_id)
+        if not self.iterative or entry is None or not entry.turns:
+            return None
+        earlier = [k for k in self.session_turns[entry.img_id] if k < entry.turns[0].turn]
+        return self._turn_id(entry.img_id, earlier[-1]) if earlier else None
+
+    def scored(self, sample_id: str) -> bool:
+        """False only for the earlier turns of an iterative ``final_turn`` evaluation."""
+        entry = self.entries.get(sample_id)
+        if not (self.iterative and self.evaluation == "final_turn") or entry is None or not entry.turns:
+            return True
+        return entry.turns[0].turn == self.session_turns[entry.img_id][-1]
 
     def load(self, sample_id: str) -> Sample:
         turns = self.entry(sample_id).turns
@@ -472,11 +516,13 @@ class MagicBrushDataset(LocalBenchmark):
         instructions = [t.instruction for t in turns]
         meta: dict[str, Any] = {
             "img_id": first.img_id,
-            "turn_index": first.turn if self.evaluation == "all_turn" else last.turn,
+            "turn_index": first.turn if self.per_turn else last.turn,
             "turns": len(turns),
             "evaluation": self.evaluation,
             "turn_instructions": instructions,
         }
+        if self.iterative:
+            meta["iterative"] = True
         if last.local_caption:
             meta["local_caption"] = last.local_caption
         return Sample(
