@@ -270,7 +270,23 @@ def eval_edit(which: str, weights: Path, n: int, device: torch.device, guidances
     )
     res["best_guidance_scale"] = float(best)
     res["instructions_first_row"] = [e.instruction for e in edits[:8]]
+    res["vae_ceiling"] = vae_ceiling(pipe.vae, edits, device)
     return res, rows
+
+
+def vae_ceiling(vae: Any, edits: list[Any], device: torch.device) -> dict[str, float]:
+    """Oracle scores of the exact ground-truth targets after a round trip through ``vae``: the most any
+    model decoding through this VAE can score."""
+    from editlab.datasets.shapesworld import oracle
+    from editlab.train.vae import reconstruct
+
+    targets = np.stack([e.target_image for e in edits])
+    rec = reconstruct(vae, targets, device)
+    return {
+        "edit_accuracy": float(np.mean([oracle.edit_accuracy(r, e.meta()) for r, e in zip(rec, edits, strict=True)])),
+        "preservation": float(np.mean([oracle.preservation(r, e.meta()) for r, e in zip(rec, edits, strict=True)])),
+        "psnr_to_target_db": C.psnr(rec, targets),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
