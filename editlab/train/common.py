@@ -43,6 +43,16 @@ def seed_everything(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+def start_run(args: argparse.Namespace) -> tuple[torch.device, np.random.Generator, Path]:
+    """Apply ``--threads``/``--device``/``--seed`` and create ``--out``: (device, data rng, run folder)."""
+    set_threads(args.threads)
+    device = pick_device(args.device)
+    rng = seed_everything(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return device, rng, out
+
+
 def base_parser(description: str, out: str, steps: int, batch_size: int, lr: float) -> argparse.ArgumentParser:
     """The arguments every trainer shares."""
     p = argparse.ArgumentParser(description=description)

@@ -370,11 +370,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--export-every", type=float, default=0.0, help="also export at checkpoints every N minutes")
     args = p.parse_args(argv)
 
-    C.set_threads(args.threads)
-    device = C.pick_device(args.device)
-    rng = C.seed_everything(args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    device, rng, out = C.start_run(args)
     (out / "config.json").write_text(json.dumps(vars(args), indent=1))
 
     if args.resume and (out / "tokenizer" / "tokenizer_config.json").exists():
@@ -531,11 +527,7 @@ def finetune_parser(description: str, out: str, in_channels: int) -> Any:
 
 def setup_finetune(args: Any, in_channels: int) -> dict[str, Any]:
     """Load the frozen parts and the expanded, trainable UNet from ``--init``."""
-    C.set_threads(args.threads)
-    device = C.pick_device(args.device)
-    rng = C.seed_everything(args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    device, rng, out = C.start_run(args)
     (out / "config.json").write_text(json.dumps({k: v for k, v in vars(args).items() if _jsonable(v)}, indent=1))
     parts = load_components(args.init)
     unet = expand_unet(parts["unet"], in_channels).to(device)

@@ -105,11 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scale-n", type=int, default=512, help="held-out scenes used to measure scaling_factor")
     args = p.parse_args(argv)
 
-    C.set_threads(args.threads)
-    device = C.pick_device(args.device)
-    rng = C.seed_everything(args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    device, rng, out = C.start_run(args)
     src = C.image_source(args.data)
 
     vae = _init_vae(args).to(device)
