@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from conftest import compose_cfg, toy_overrides, write_folder_dataset
 from PIL import Image
 
 from editlab.bench.runner import run, run_dir_for
-from editlab.bench.tables import build_table
+from editlab.bench.tables import build_model, build_table, find_runs
 
 
 def _records(run_dir: Path) -> dict[str, dict]:
@@ -200,3 +201,33 @@ def test_iterative_resume_recomputes_nothing_and_a_redone_turn_redoes_the_next(t
     fifth = run(cfg, show_table=False)
     assert fifth.run_dir == first.run_dir and fifth.edited == 1
     assert "chain_from" not in _records(first.run_dir)["100_t2"]
+
+
+def test_iterative_gallery_shows_what_each_turn_was_edited_from_and_what_is_unscored(tmp_path: Path) -> None:
+    from editlab.reports.gallery import render_gallery
+
+    out = run(_iterative_cfg(tmp_path, "final_turn"), show_table=False)
+    html = render_gallery(build_model(find_runs([out.run_dir])).runs, tmp_path / "gallery.html").read_text()
+    rows = {m.group(1): m.group(2) for m in re.finditer(r'data-id="([^"]+)">(.*?)</tr>', html, re.S)}
+    assert set(rows) == {"100_t1", "100_t2", "200_t1"}
+    # turn 2 shows the method's own turn-1 output as what it edited, and says the source column is the dataset's
+    assert "edited from 100_t1" in rows["100_t2"] and "each method edited its own previous turn" in rows["100_t2"]
+    assert "edited from" not in rows["200_t1"] and "edited from" not in rows["100_t1"]
+    # final_turn: the earlier turn is marked as not scored, the scored turns are not
+    assert "not scored" in rows["100_t1"]
+    assert "not scored" not in rows["100_t2"] and "not scored" not in rows["200_t1"]
+
+
+def test_iterative_rating_page_rates_scored_turns_beside_what_was_edited(tmp_path: Path) -> None:
+    from editlab.reports.html import image_data_uri
+    from editlab.reports.human import export_rating_page
+
+    out = run(_iterative_cfg(tmp_path, "final_turn"), show_table=False)
+    runs = build_model(find_runs([out.run_dir])).runs
+    paths = export_rating_page(runs, tmp_path / "rate", mode="likert", thumb=64)
+    key = json.loads(paths["key"].read_text())["items"]
+    assert sorted(v["sample_id"] for v in key.values()) == ["100_t2", "200_t1"]  # the unscored turn is not rated
+    html = paths["page"].read_text()
+    with Image.open(out.run_dir / "images" / "100_t1.png") as im:
+        turn1 = image_data_uri(im.convert("RGB"), 64)
+    assert html.count("what edit edited") == 1 and turn1 in html  # turn 2 is shown beside turn 1's output

@@ -104,14 +104,22 @@ def gallery_rows(runs: list[Any], out_dir: Path, thumb: int = 192, max_samples: 
                     row["target"] = image_data_uri(sample.target_image.convert("RGB"), thumb)
             except Exception as err:  # a broken sample still gets its row
                 log.debug("gallery: sample %s not loadable: %s", sid, err)
-        for method, run, rec in zip(methods, runs, recs):
+        row["chained"] = any(r is not None and r.get("chain_from") for r in recs)
+        for method, run, rec, own in zip(methods, runs, recs, by_run):
             cell: dict[str, Any] = {"key": method["key"], "image": None, "status": None, "metrics": [], "extras": []}
             if rec is not None:
                 cell["status"], cell["error"] = rec.get("status"), rec.get("error")
+                cell["unscored"] = rec.get("scored") is False
                 if rec.get("status") == "ok" and rec.get("image"):
                     cell["image"] = _thumb(run.run_dir / rec["image"], thumb)
                     cell["href"] = os.path.relpath(run.run_dir / rec["image"], out_dir)
                     cell["metrics"] = _metric_values(rec, run.definitions())
+                previous = own.get(rec.get("chain_from") or "")
+                if previous is not None and previous.get("image"):  # what this method actually edited
+                    uri = _thumb(run.run_dir / previous["image"], thumb)
+                    if uri is not None:
+                        cell["extras"].append({"name": f"edited from {rec['chain_from']}", "image": uri,
+                                               "href": os.path.relpath(run.run_dir / previous["image"], out_dir)})
                 for name, path in sorted((rec.get("extras") or {}).items()):
                     uri = _thumb(run.run_dir / path, thumb)
                     if uri is not None:

@@ -49,14 +49,17 @@ CHOICES = ("A", "tie", "B")
 def export_rating_page(runs: list[Any], out_dir: Path, mode: str = "pairwise", max_items: int = 100, seed: int = 0,
                        thumb: int = 320) -> dict[str, Path]:
     """Write ``rating_page.html`` and ``rating_key.json`` for ``runs`` (:class:`~editlab.bench.tables.LoadedRun`,
-    one dataset) into ``out_dir``. Only samples every compared method edited successfully are used."""
+    one dataset) into ``out_dir``. Only scored samples that the compared methods edited successfully are used;
+    a chained sample (a later turn of a multi-turn session) shows each edit beside the image that method edited
+    (its own previous turn), not the dataset's input of the turn."""
     from editlab.reports.gallery import _Datasets
 
     if mode not in ("pairwise", "likert"):
         raise ValueError(f"mode must be 'pairwise' or 'likert', got {mode!r}")
     out_dir = Path(out_dir)
     rng = random.Random(seed)
-    ok = [{rec["id"]: rec for rec in run.records if rec.get("status") == "ok" and rec.get("image")} for run in runs]
+    done = [{rec["id"]: rec for rec in run.records if rec.get("status") == "ok" and rec.get("image")} for run in runs]
+    ok = [{sid: rec for sid, rec in m.items() if rec.get("scored") is not False} for m in done]
     sample_ids = list(dict.fromkeys(sid for m in ok for sid in m))
     planned: list[tuple[str, list[int]]] = []
     for sid in sample_ids:
@@ -86,9 +89,16 @@ def export_rating_page(runs: list[Any], out_dir: Path, mode: str = "pairwise", m
         edits = []
         for name, i in zip(("A", "B") if mode == "pairwise" else ("",), which):
             with Image.open(runs[i].run_dir / ok[i][sid]["image"]) as im:
-                edits.append({"name": name or "edit", "src": image_data_uri(im.convert("RGB"), thumb)})
+                edit = {"name": name or "edit", "src": image_data_uri(im.convert("RGB"), thumb), "input": None}
+            previous = done[i].get(ok[i][sid].get("chain_from") or "")
+            if previous is not None:  # the method edited its own previous turn
+                with Image.open(runs[i].run_dir / previous["image"]) as im:
+                    edit["input"] = image_data_uri(im.convert("RGB"), thumb)
+            edits.append(edit)
+        chained = bool(rec.get("chain_from"))
         items.append({"id": item_id, "instruction": rec.get("instruction"), "source_prompt": rec.get("source_prompt"),
-                      "target_prompt": rec.get("target_prompt"), "source": source, "edits": edits})
+                      "target_prompt": rec.get("target_prompt"), "source": None if chained else source,
+                      "chained": chained, "edits": edits})
         key[item_id] = ({"sample_id": sid, "A": runs[which[0]].label, "B": runs[which[1]].label}
                         if mode == "pairwise" else {"sample_id": sid, "method": runs[which[0]].label})
     page_id = stable_hash({"mode": mode, "key": key}, 8)
