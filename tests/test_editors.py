@@ -121,6 +121,31 @@ def test_p2p_local_blend_with_empty_mask_keeps_the_source(backbone) -> None:
     assert not np.array_equal(reweighted, _edit(backbone, "ddim", "p2p"))
 
 
+def test_p2p_local_blend_stays_local_on_small_latents() -> None:
+    """Blend maps are taken where the 3x3 pooling keeps them local: 2x2 maps of an 8x8-latent backbone would
+    mark the whole frame (the blend would change nothing), so its 8x8 maps are used; SD keeps 16x16."""
+    from types import SimpleNamespace
+
+    from editlab.methods.editors.p2p import LocalBlend
+
+    alphas = torch.zeros(2, 77)
+    alphas[:, 2] = 1.0
+    assert LocalBlend(alphas, 4, 0.3, 0.0, latent_side=64).pick_level({1, 2, 4, 8}) == 4
+    assert LocalBlend(alphas, 4, 0.3, 0.0, latent_side=32).pick_level({1, 2, 4, 8}) == 4
+    assert LocalBlend(alphas, 4, 0.3, 0.0, latent_side=16).pick_level({1, 2, 4, 8}) == 2
+    blend = LocalBlend(alphas, 4, 0.3, 0.0, latent_side=8)
+    blend.downscale = blend.pick_level({1, 2, 4})
+    assert blend.downscale == 1
+    probs = torch.full((2, 1, 64, 77), 0.01)
+    probs[:, :, 1 * 8 + 1, 2] = 1.0  # the word attends to latent cell (row 1, col 1) only
+    blend.store(probs)
+    x = torch.stack([torch.zeros(4, 8, 8), torch.ones(4, 8, 8)])
+    out = blend(SimpleNamespace(index=0, num_steps=10), x)
+    region = out[1, 0] == 1
+    assert region[:3, :3].all() and region.sum() == 9  # the cell and its 3x3 neighbourhood take the edit
+    assert torch.equal(out[1, :, 5:, 5:], x[0, :, 5:, 5:])  # elsewhere the source is kept
+
+
 def test_every_inversion_runs_with_an_attention_editor(backbone) -> None:
     for inversion in ("npi", "direct", "edict", "ddpm"):
         out = _edit(backbone, inversion, "p2p", _sample("a blue circle"))

@@ -109,12 +109,27 @@ def differing_words(source: str, target: str) -> tuple[list[str], list[str]]:
 class LocalBlend:
     """Keep the target equal to the source outside the words' attention (official ``LocalBlend``)."""
 
-    def __init__(self, alphas: torch.Tensor, downscale: int, threshold: float, start: float) -> None:
+    #: the 3x3 max-pooling dilates the region by one cell: on maps smaller than this it covers the whole frame
+    MIN_SIDE = 8
+
+    def __init__(self, alphas: torch.Tensor, downscale: int, threshold: float, start: float,
+                 latent_side: int | None = None) -> None:
         self.alphas = alphas  # (2, L): source words for the source branch, target words for the target
         self.downscale = downscale
         self.threshold = threshold
         self.start = start
+        self.latent_side = latent_side
         self.maps: torch.Tensor | None = None  # (2, queries, L) summed over layers and steps
+
+    def pick_level(self, available: set[int]) -> int:
+        """The cross-attention downscale whose maps are used: the one nearest to the one asked for, among those
+        whose maps keep at least ``MIN_SIDE`` cells a side (the finest one when none does). On SD (64x64
+        latents) the official 16x16 maps are kept; on an 8x8-latent backbone the 8x8 maps are used, since the
+        official 3x3 pooling of 2x2 maps marks every cell and the blend would change nothing."""
+        wanted = self.downscale
+        fine = [d for d in available if self.latent_side is None or self.latent_side // d >= self.MIN_SIDE]
+        candidates = fine or [min(available)]
+        return min(candidates, key=lambda d: (abs(d.bit_length() - wanted.bit_length()), -d))
 
     def store(self, probs: torch.Tensor) -> None:
         maps = probs.float().mean(1)  # (2, queries, L), conditional rows of source and target
@@ -148,10 +163,8 @@ class P2PControl(AttentionControl):
         self.blend = blend
 
     def bind(self, layers: list[AttentionLayer]) -> None:
-        if self.blend is not None:  # the cross-attention resolution nearest to the one asked for
-            available = {layer.downscale for layer in layers if layer.is_cross}
-            wanted = self.blend.downscale
-            self.blend.downscale = min(available, key=lambda d: (abs(d.bit_length() - wanted.bit_length()), -d))
+        if self.blend is not None:
+            self.blend.downscale = self.blend.pick_level({layer.downscale for layer in layers if layer.is_cross})
 
     def active(self, layer: AttentionLayer) -> bool:
         if layer.is_cross:
@@ -227,7 +240,8 @@ class PromptToPrompt(Editor):
         if not alphas.any():
             return None
         downscale = max(1, int(round(1.0 / self.blend_resolution)))
-        return LocalBlend(alphas, downscale, self.blend_threshold, self.start_blend)
+        latent_side = min(request.result.latents.shape[-2:])
+        return LocalBlend(alphas, downscale, self.blend_threshold, self.start_blend, latent_side)
 
     def edit(self, request: EditRequest) -> torch.Tensor:
         tok, sample = request.backbone.tokenizer, request.sample
