@@ -170,6 +170,65 @@ def test_ip2p_finetune_on_custom_triplets(tiny: dict[str, Path]) -> None:
     assert res.shape == (1, 64, 64, 3)
 
 
+def _state(folder: Path, cls: type) -> dict[str, torch.Tensor]:
+    return {k: v.float() for k, v in cls.from_pretrained(folder).state_dict().items()}
+
+
+def test_sd_on_a_clip_text_tower_warm_started(tiny: dict[str, Path], tmp_path: Path) -> None:
+    """``--text-encoder``: a CLIP model's text tower and tokenizer become the frozen text encoder (SD's recipe);
+    ``--init-unet``: the UNet starts from an exported one (lr 0 keeps it there exactly)."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPConfig, CLIPModel, CLIPTextModel, CLIPTokenizer
+
+    from editlab.models.tokenizer import build_clip_tokenizer
+
+    clip_dir = tmp_path / "clip"
+    tok = build_clip_tokenizer(["a", "red", "blue", "circle", "square", "on", "background"], clip_dir)
+    text = {"vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "max_position_embeddings": 77, "pad_token_id": tok.pad_token_id,
+            "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id}
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "image_size": 64, "patch_size": 16}
+    torch.manual_seed(0)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)).save_pretrained(clip_dir)
+    out = tmp_path / "sd"
+    sd.main(["--out", str(tmp_path / "run"), "--vae", str(tiny["sd"] / "vae"), "--text-encoder", str(clip_dir),
+             "--init-unet", str(tiny["sd"] / "unet"), "--cache-size", "8", "--refresh", "1", "--data", "shapes",
+             "--lr", "0", "--steps", "2", "--export", str(out), *COMMON])
+    tower = CLIPModel.from_pretrained(clip_dir).text_model.state_dict()
+    exported = _state(out / "text_encoder", CLIPTextModel)
+    assert exported.keys() == tower.keys()
+    assert all(torch.equal(exported[k], tower[k].half().float()) for k in tower)  # frozen, stored as fp16
+    assert CLIPTokenizer.from_pretrained(out / "tokenizer").get_vocab() == tok.get_vocab()
+    init = _state(tiny["sd"] / "unet", UNet2DConditionModel)
+    assert all(torch.equal(v, init[k]) for k, v in _state(out / "unet", UNet2DConditionModel).items())
+    pipe = StableDiffusionPipeline.from_pretrained(out)
+    assert pipe("a red circle", num_inference_steps=2, output_type="np").images.shape == (1, 64, 64, 3)
+
+
+def test_finetune_warm_starts_from_a_variant_and_links_shared_parts_elsewhere(tiny: dict[str, Path]) -> None:
+    import shutil
+
+    from diffusers import UNet2DConditionModel
+
+    out = tiny["root"] / "ip2p-warm"
+    imgs, _ = common.random_shapes_batch(np.random.default_rng(1), 2)
+    triplets = [(imgs[0], "make it red", imgs[1])]
+    first = out / "first"
+    args = ["--cache-size", "2", "--refresh", "0", "--steps", "1", *COMMON]
+    ip2p.train(["--out", str(out / "run1"), "--init", str(tiny["sd"]), "--export", str(first), *args], triplets)
+    # a second run starts from the first's 8-channel UNet; its export links the shared parts to --shared-from
+    other = tiny["root"] / "sd-other"
+    if not other.exists():
+        shutil.copytree(tiny["sd"], other)
+    ip2p.train(["--out", str(out / "run2"), "--init", str(tiny["sd"]), "--init-unet", str(first / "unet"),
+                "--shared-from", str(other), "--lr", "0", "--export", str(out / "pipe"), *args], triplets)
+    assert (out / "pipe" / "text_encoder").readlink().parts[-2:] == ("sd-other", "text_encoder")
+    before = _state(first / "unet", UNet2DConditionModel)
+    after = _state(out / "pipe" / "unet", UNet2DConditionModel)
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+
+
 def test_expand_unet_keeps_function() -> None:
     unet = sd.build_unet((32, 32, 32, 32), 4, 32, 2)
     big = sd.expand_unet(unet, 9)

@@ -133,7 +133,14 @@ def main(argv: list[str] | None = None) -> None:
     (st["out"] / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary))
     if args.export:
-        S.export_variant(StableDiffusionInpaintPipeline, args.export, args.init, st["parts"], ema.shadow, SETTINGS)
+        S.export_variant(
+            StableDiffusionInpaintPipeline,
+            args.export,
+            args.shared_from or args.init,
+            st["parts"],
+            ema.shadow,
+            SETTINGS,
+        )
 
 
 if __name__ == "__main__":

@@ -101,7 +101,12 @@ def train(argv: list[str] | None = None, triplets: Iterable[Any] | None = None) 
     print(json.dumps(summary))
     if args.export:
         S.export_variant(
-            StableDiffusionInstructPix2PixPipeline, args.export, args.init, st["parts"], ema.shadow, SETTINGS
+            StableDiffusionInstructPix2PixPipeline,
+            args.export,
+            args.shared_from or args.init,
+            st["parts"],
+            ema.shadow,
+            SETTINGS,
         )
 
 

@@ -4,11 +4,12 @@ The UNet works on the VAE's 8x8x4 latents with cross-attention at latent /1, /2,
 plain block at /8 (1x1), mirroring Stable Diffusion's depth; the text encoder is a small ``CLIPTextModel``
 over a tokenizer that makes every ShapesWorld word one token. Training uses epsilon prediction with SD's
 scaled-linear schedule, min-SNR loss weighting and 10% caption dropout (classifier-free guidance).
-The text encoder trains jointly for ``--freeze-text-after`` steps and is frozen afterwards, so the edit
-fine-tunes can share it.
+The text encoder either trains jointly for ``--freeze-text-after`` steps and is frozen afterwards, or, as
+in Stable Diffusion, is the text tower of a contrastively trained CLIP model (``--text-encoder``), frozen
+throughout; either way the edit fine-tunes share it. ``--init-unet`` warm-starts the UNet from an exported one.
 
-    python -m editlab.train.sd --out runs/sd --vae weights/shapesworld/sd/vae --minutes 50 \
-        --export weights/shapesworld/sd
+    python -m editlab.train.sd --out runs/sd --vae weights/shapesworld/sd/vae \
+        --text-encoder weights/shapesworld/clip --minutes 50 --export weights/shapesworld/sd
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from diffusers import (
 )
 from torch import nn
 from tqdm import tqdm
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPModel, CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from editlab.models.tokenizer import build_clip_tokenizer
 from editlab.train import common as C
@@ -193,6 +194,26 @@ class LatentCache:
     def sample_latents(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
         """Posterior sample times the VAE scaling factor."""
         return (mean + std * torch.randn_like(mean)) * self.sf
+
+
+def clip_text_tower(path: str | Path) -> tuple[CLIPTextModel, CLIPTokenizer]:
+    """The text tower and tokenizer of a ``CLIPModel`` folder (or a ``CLIPTextModel`` folder) as SD's text encoder.
+
+    SD conditions on the last hidden state of CLIP's text transformer; the tower's weights are copied into a
+    stock ``CLIPTextModel`` so the pipeline folder loads with ``CLIPTextModel.from_pretrained``.
+    """
+    p = Path(path)
+    cfg = json.loads((p / "config.json").read_text())
+    if cfg.get("model_type") == "clip_text_model":
+        te = CLIPTextModel.from_pretrained(p)
+    else:
+        full = CLIPModel.from_pretrained(p)
+        te = CLIPTextModel(full.config.text_config)
+        te.load_state_dict(full.text_model.state_dict())
+    tok = CLIPTokenizer.from_pretrained(p)
+    if tok.model_max_length != 77:
+        tok.model_max_length = 77
+    return te.float(), tok
 
 
 def load_components(path: str | Path) -> dict[str, Any]:
@@ -363,6 +384,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--text-hidden", type=int, default=128)
     p.add_argument("--text-layers", type=int, default=3)
     p.add_argument("--freeze-text-after", type=int, default=3000, help="steps of joint text-encoder training")
+    p.add_argument(
+        "--text-encoder",
+        default=None,
+        help="CLIP folder whose text tower and tokenizer become the text encoder, frozen throughout (SD's recipe)",
+    )
+    p.add_argument("--init-unet", default=None, help="warm-start the UNet from this diffusers UNet folder")
     p.add_argument("--caption-dropout", type=float, default=0.1)
     p.add_argument("--snr-gamma", type=float, default=5.0)
     p.add_argument("--cache-size", type=int, default=8000)
@@ -373,14 +400,24 @@ def main(argv: list[str] | None = None) -> None:
     device, rng, out = C.start_run(args)
     (out / "config.json").write_text(json.dumps(vars(args), indent=1))
 
-    if args.resume and (out / "tokenizer" / "tokenizer_config.json").exists():
-        tokenizer = CLIPTokenizer.from_pretrained(out / "tokenizer")  # the one the checkpoint was trained with
+    if args.text_encoder:
+        text_encoder, tokenizer = clip_text_tower(args.text_encoder)
+        text_encoder = text_encoder.half().float()  # exactly the weights the fp16 export will ship
+        tokenizer.save_pretrained(out / "tokenizer")
     else:
-        tokenizer = build_clip_tokenizer(C.world_vocabulary(), out / "tokenizer")
+        if args.resume and (out / "tokenizer" / "tokenizer_config.json").exists():
+            tokenizer = CLIPTokenizer.from_pretrained(out / "tokenizer")  # the one the checkpoint was trained with
+        else:
+            tokenizer = build_clip_tokenizer(C.world_vocabulary(), out / "tokenizer")
+        text_encoder = build_text_encoder(tokenizer, args.text_hidden, args.text_layers)
+    text_encoder = text_encoder.to(device)
     vae = AutoencoderKL.from_pretrained(args.vae).to(device).eval().requires_grad_(False)
-    text_encoder = build_text_encoder(tokenizer, args.text_hidden, args.text_layers).to(device)
-    ch = tuple(int(c) for c in args.channels.split(","))
-    unet = build_unet(ch, 4, args.text_hidden, args.heads, args.layers_per_block, args.groups).to(device)
+    if args.init_unet:
+        unet = UNet2DConditionModel.from_pretrained(args.init_unet, torch_dtype=torch.float32).to(device)
+    else:
+        ch = tuple(int(c) for c in args.channels.split(","))
+        unet = build_unet(ch, 4, text_encoder.config.hidden_size, args.heads, args.layers_per_block, args.groups)
+        unet = unet.to(device)
     print(f"unet {C.count_params(unet) / 1e6:.2f}M params, text encoder {C.count_params(text_encoder) / 1e6:.2f}M")
     sched = train_scheduler()
     opt = torch.optim.AdamW(list(unet.parameters()) + list(text_encoder.parameters()), lr=args.lr, weight_decay=1e-2)
@@ -396,8 +433,10 @@ def main(argv: list[str] | None = None) -> None:
 
     cache.fill(make, desc="encoding scenes")
 
+    freeze_after = 0 if args.text_encoder else args.freeze_text_after
+
     def step_fn(step: int) -> dict[str, float]:
-        frozen = step >= args.freeze_text_after
+        frozen = step >= freeze_after
         text_encoder.requires_grad_(not frozen)
         text_encoder.train(not frozen)
         unet.train()
@@ -521,6 +560,14 @@ def finetune_parser(description: str, out: str, in_channels: int) -> Any:
     p.add_argument("--snr-gamma", type=float, default=5.0)
     p.add_argument("--cache-size", type=int, default=4000)
     p.add_argument("--refresh", type=int, default=4, help="cache entries replaced by fresh examples per step")
+    p.add_argument(
+        "--init-unet",
+        default=None,
+        help="warm-start the UNet from this UNet folder instead of --init's (e.g. a variant)",
+    )
+    p.add_argument(
+        "--shared-from", default=None, help="pipeline folder the export links vae/text encoder/... to (default --init)"
+    )
     p.set_defaults(in_channels=in_channels)
     return p
 
@@ -530,7 +577,8 @@ def setup_finetune(args: Any, in_channels: int) -> dict[str, Any]:
     device, rng, out = C.start_run(args)
     (out / "config.json").write_text(json.dumps({k: v for k, v in vars(args).items() if _jsonable(v)}, indent=1))
     parts = load_components(args.init)
-    unet = expand_unet(parts["unet"], in_channels).to(device)
+    base = UNet2DConditionModel.from_pretrained(args.init_unet) if args.init_unet else parts["unet"]
+    unet = expand_unet(base.float(), in_channels).to(device)
     vae = parts["vae"].to(device).eval().requires_grad_(False)
     te = parts["text_encoder"].to(device).eval().requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=1e-2)
