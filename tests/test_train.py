@@ -285,3 +285,31 @@ def test_latent_linear_probe_separates_informative_from_noise() -> None:
     noise = latent_linear_probe(lambda x: torch.randn(x.shape[0], 4, 8, 8, generator=gen), n=800)
     assert pooled["color"] > 0.85
     assert noise["color"] < 0.3
+
+
+def test_text_linear_probe_separates_informative_from_uninformative_conditioning() -> None:
+    """A bag of one-hot token embeddings carries colour, shape and position words linearly (mean over
+    positions); an encoder that ignores the words (position embeddings only) carries nothing."""
+    import tempfile
+
+    from editlab.datasets.shapesworld import world
+    from editlab.models.tokenizer import build_clip_tokenizer
+    from editlab.train.evaluate import text_linear_probe
+
+    with tempfile.TemporaryDirectory() as d:
+        tok = build_clip_tokenizer(world.vocabulary(), d)
+    eye = torch.eye(len(tok))
+
+    class OneHot(torch.nn.Module):
+        def __init__(self, informative: bool) -> None:
+            super().__init__()
+            self.informative = informative
+            self.pos = torch.nn.Parameter(torch.randn(77, len(tok), generator=torch.Generator().manual_seed(0)))
+
+        def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor]:
+            return (eye[ids] if self.informative else self.pos.expand(len(ids), -1, -1),)
+
+    good = text_linear_probe(OneHot(True), tok, n=600)
+    bad = text_linear_probe(OneHot(False), tok, n=600)
+    assert min(good["mean"].values()) > 0.95, good
+    assert max(bad["mean"].values()) < 0.4 and max(bad["last"].values()) < 0.4, bad

@@ -76,15 +76,19 @@ def latent_linear_probe(
         cx, cy = s.objects[0].centre
         ix, iy = min(int(cx * w), w - 1), min(int(cy * h), h - 1)
         feats.append(zi[:, iy : iy + 5, ix : ix + 5].flatten())
-    f = torch.stack(feats)
+    names = {attr: [getattr(s.objects[0], attr) for s in scenes] for attr in ("color", "shape", "texture")}
+    return _probe_accuracy(torch.stack(feats), names, int(n * train_frac), steps)
+
+
+def _probe_accuracy(f: torch.Tensor, names: dict[str, list[str]], cut: int, steps: int) -> dict[str, float]:
+    """Held-out accuracy of a logistic-regression probe from features ``f`` (rows ``cut:`` held out) to each
+    attribute's values ``names[attr]``."""
     f = (f - f.mean(0)) / (f.std(0) + 1e-6)
-    cut = int(n * train_frac)
     out = {}
     gen = torch.Generator().manual_seed(0)
-    for attr in ("color", "shape", "texture"):
-        names = [getattr(s.objects[0], attr) for s in scenes]
-        labels = sorted(set(names))
-        y = torch.tensor([labels.index(v) for v in names])
+    for attr, values in names.items():
+        labels = sorted(set(values))
+        y = torch.tensor([labels.index(v) for v in values])
         lin = torch.nn.Linear(f.shape[1], len(labels))
         torch.nn.init.normal_(lin.weight, std=0.01, generator=gen)
         torch.nn.init.zeros_(lin.bias)
@@ -97,6 +101,38 @@ def latent_linear_probe(
                 opt.step()
         out[attr] = float((lin(f[cut:]).argmax(1) == y[cut:]).float().mean())
     return out
+
+
+@torch.no_grad()
+def text_linear_probe(
+    text_encoder: Any, tokenizer: Any, n: int = 1200, train_frac: float = 0.75, seed: int = EVAL_SEED + 3
+) -> dict[str, dict[str, float]]:
+    """How linearly the UNet's text conditioning encodes a single object's colour, shape and grid position.
+
+    On ``n`` one-object captions, probes read the text encoder's last hidden state (what cross-attention
+    sees) averaged over the 77 positions (``mean``) and at the last, padding position (``last``), which a
+    causal encoder computes from the whole caption. Chance: 1/6, 1/6, 1/9.
+    """
+    from editlab.datasets.shapesworld import world
+
+    rng = np.random.default_rng(seed)
+    scenes = [world.sample_scene(rng, 1) for _ in range(n)]
+    ids = tokenizer(
+        [world.caption(s) for s in scenes],
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
+    device = next(text_encoder.parameters()).device
+    h = torch.cat([text_encoder(ids[i : i + 200].to(device))[0].float().cpu() for i in range(0, n, 200)])
+    names = {
+        "color": [s.objects[0].color for s in scenes],
+        "shape": [s.objects[0].shape for s in scenes],
+        "position": [s.objects[0].position for s in scenes],
+    }
+    cut = int(n * train_frac)
+    return {"mean": _probe_accuracy(h.mean(1), names, cut, 500), "last": _probe_accuracy(h[:, -1], names, cut, 500)}
 
 
 @torch.no_grad()
@@ -198,6 +234,7 @@ def eval_sd(weights: Path, n: int, device: torch.device, guidances: list[float],
     rows = [truth[:8], *rows, inv.pop("_rec")[:8]]
     res["ddim_inversion"] = {"n": m, "steps": 50, "guidance_scale": 1.0, **inv}
     res["prompts_first_row"] = prompts[:8]
+    res["text_linear_probe"] = text_linear_probe(pipe.text_encoder, pipe.tokenizer)
     return res, rows
 
 
