@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         S.export_variant(
             StableDiffusionInpaintPipeline,
             args.export,
-            args.shared_from or args.init,
+            st["shared_from"],
             st["parts"],
             ema.shadow,
             SETTINGS,

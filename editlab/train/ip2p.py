@@ -103,7 +103,7 @@ def train(argv: list[str] | None = None, triplets: Iterable[Any] | None = None) 
         S.export_variant(
             StableDiffusionInstructPix2PixPipeline,
             args.export,
-            args.shared_from or args.init,
+            st["shared_from"],
             st["parts"],
             ema.shadow,
             SETTINGS,

@@ -211,8 +211,7 @@ def clip_text_tower(path: str | Path) -> tuple[CLIPTextModel, CLIPTokenizer]:
         te = CLIPTextModel(full.config.text_config)
         te.load_state_dict(full.text_model.state_dict())
     tok = CLIPTokenizer.from_pretrained(p)
-    if tok.model_max_length != 77:
-        tok.model_max_length = 77
+    tok.model_max_length = 77  # SD's prompt window, whatever the folder says
     return te.float(), tok
 
 
@@ -595,6 +594,7 @@ def setup_finetune(args: Any, in_channels: int) -> dict[str, Any]:
         "ema": C.EMA(unet, args.ema_decay),
         "sched": train_scheduler(),
         "cache": LatentCache(vae, device, args.cache_size),
+        "shared_from": args.shared_from or args.init,  # where the export links its shared components
     }
 
 
