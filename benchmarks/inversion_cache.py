@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from editlab.bench.backbone import load_backbone, toy_backbone
 from editlab.methods.inversion_editing import InversionEditing
+from editlab.models.backbone import load_backbone, toy_backbone
 from editlab.types import Sample
 
 TARGETS = ["a blue square", "a green square", "a yellow square", "a purple square", "a red circle",

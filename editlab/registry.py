@@ -117,13 +117,13 @@ METRICS = Registry(
 BACKBONES = Registry(
     "backbone",
     {
-        "shapesworld": "editlab.bench.backbone:load_backbone",
-        "toy": "editlab.bench.backbone:toy_backbone",
-        "sd15": "editlab.bench.backbone:load_backbone",
-        "shapesworld_inpaint": "editlab.bench.backbone:load_backbone",
-        "shapesworld_ip2p": "editlab.bench.backbone:load_backbone",
-        "sd15_inpaint": "editlab.bench.backbone:load_backbone",
-        "instruct_pix2pix": "editlab.bench.backbone:load_backbone",
-        "magicbrush": "editlab.bench.backbone:load_backbone",
+        "shapesworld": "editlab.models.backbone:load_backbone",
+        "toy": "editlab.models.backbone:toy_backbone",
+        "sd15": "editlab.models.backbone:load_backbone",
+        "shapesworld_inpaint": "editlab.models.backbone:load_backbone",
+        "shapesworld_ip2p": "editlab.models.backbone:load_backbone",
+        "sd15_inpaint": "editlab.models.backbone:load_backbone",
+        "instruct_pix2pix": "editlab.models.backbone:load_backbone",
+        "magicbrush": "editlab.models.backbone:load_backbone",
     },
 )

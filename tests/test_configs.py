@@ -9,10 +9,10 @@ from conftest import compose_cfg, write_folder_dataset
 from test_datasets_benchmarks import FIXTURE_WRITERS
 
 from editlab import ROOT
-from editlab.bench.backbone import Backbone, BackboneUnavailable, backbone_from_config
 from editlab.bench.runner import build, build_metrics
 from editlab.datasets.base import EditDataset
 from editlab.methods.base import EditMethod
+from editlab.models.backbone import Backbone, BackboneUnavailable, backbone_from_config
 from editlab.registry import BACKBONES, DATASETS, METHODS, METRICS
 
 CONFIGS = ROOT / "configs"

@@ -15,11 +15,11 @@ from conftest import compose_cfg, toy_overrides, write_folder_dataset
 from PIL import Image
 
 from editlab import ROOT
-from editlab.bench.backbone import toy_backbone
 from editlab.bench.runner import build, run
 from editlab.methods.ddim_swap import DDIMSwap
 from editlab.methods.editors.p2p import refine_mapper, replace_mapper, word_token_positions, word_weights
 from editlab.methods.inversion_editing import InversionEditing
+from editlab.models.backbone import toy_backbone
 from editlab.registry import EDITORS
 from editlab.types import Sample, SampleError
 
@@ -205,11 +205,11 @@ def test_shapesworld_p2p_edits_and_keeps_the_background() -> None:
     within a few dB of what the VAE round trip alone allows, and no worse than the no-control baseline (prompt
     swap). Measured on the shipped backbone: P2P 28.4 dB / 0.88 edit accuracy, swap 28.2 dB / 0.88, VAE round
     trip 31.8 dB (DDIM inversion's drift at the editing guidance costs the rest)."""
-    from editlab.bench.backbone import load_backbone
     from editlab.datasets.shapesworld import ShapesWorldDataset
     from editlab.metrics.base import EditBatch, mask_to_unit, pil_to_unit
     from editlab.metrics.masked import BackgroundPSNR
     from editlab.metrics.world import EditAccuracy
+    from editlab.models.backbone import load_backbone
     from editlab.train.vae import reconstruct
 
     backbone = load_backbone(str(ROOT / "weights/shapesworld/sd"), device="cpu", num_inference_steps=20)

@@ -12,12 +12,12 @@ from conftest import compose_cfg
 from PIL import Image
 
 from editlab import ROOT
-from editlab.bench.backbone import toy_backbone
 from editlab.methods.common import decode_latents, encode_image
 from editlab.methods.editors.loop import denoise, reconstruct
 from editlab.methods.inversion.base import InversionResult
 from editlab.methods.inversion.cache import InversionCache
 from editlab.methods.inversion_editing import InversionEditing, build_part
+from editlab.models.backbone import toy_backbone
 from editlab.registry import INVERSIONS
 from editlab.types import LearningStrategy, Sample
 
@@ -198,8 +198,8 @@ def test_cache_survives_corrupt_files(backbone, tmp_path: Path) -> None:
 @pytest.mark.skipif(not (SHAPESWORLD / "model_index.json").exists(), reason="ShapesWorld backbone not trained yet")
 def test_shapesworld_reconstruction_psnr() -> None:
     """Reconstruction PSNR (vs the source image) per inversion at the backbone's recommended scale."""
-    from editlab.bench.backbone import load_backbone
     from editlab.datasets.shapesworld import ShapesWorldDataset
+    from editlab.models.backbone import load_backbone
 
     backbone = load_backbone(str(SHAPESWORLD), device="cpu", num_inference_steps=10)
     dataset = ShapesWorldDataset(split="test", task_types=["color_change", "object_replacement"], per_task=1)

@@ -8,10 +8,10 @@ import torch
 from diffusers import DDIMScheduler, StableDiffusionPipeline
 from PIL import Image
 
-from editlab.bench.backbone import toy_backbone
 from editlab.methods.common import ddim_invert, decode_latents, encode_image, encode_prompt
 from editlab.methods.ddim_swap import DDIMSwap
 from editlab.methods.sdedit import SDEdit
+from editlab.models.backbone import toy_backbone
 from editlab.registry import METHODS
 from editlab.types import Condition, Sample
 

@@ -15,7 +15,6 @@ from hydra.utils import get_class
 from PIL import Image
 
 from editlab import ROOT
-from editlab.bench.backbone import BackboneUnavailable, toy_backbone
 from editlab.bench.runner import build
 from editlab.methods.blended_latent import BlendedLatentDiffusion
 from editlab.methods.common import decode_latents, encode_image
@@ -26,6 +25,7 @@ from editlab.methods.inpaint import SDInpaint
 from editlab.methods.instruct_pix2pix import InstructPix2Pix
 from editlab.methods.ledits_pp import LEditsPP
 from editlab.methods.paint_by_example import PaintByExample
+from editlab.models.backbone import BackboneUnavailable, toy_backbone
 from editlab.models.toy_variants import toy_variant_backbone
 from editlab.types import Condition, LearningStrategy, Sample, SampleError
 
@@ -274,7 +274,7 @@ def _background_error(method, backbone, samples: list[Sample], grow: int) -> tup
 def test_shapesworld_blended_latent_preserves_outside_mask() -> None:
     """Outside the mask (grown by one latent cell: the mask is applied at latent resolution) the edit differs
     from the source by about the VAE round trip only."""
-    from editlab.bench.backbone import load_backbone
+    from editlab.models.backbone import load_backbone
 
     backbone = load_backbone(str(WEIGHTS / "sd"), device="cpu", num_inference_steps=10)
     method = BlendedLatentDiffusion()
@@ -290,7 +290,7 @@ def test_shapesworld_blended_latent_preserves_outside_mask() -> None:
 def test_shapesworld_inpainting_preserves_outside_mask() -> None:
     """The inpainting UNet regenerates the whole latent, conditioned on the masked source: outside the mask the
     edit stays within a few grey levels of the source."""
-    from editlab.bench.backbone import load_backbone
+    from editlab.models.backbone import load_backbone
 
     backbone = load_backbone(str(WEIGHTS / "sd-inpaint"), pipeline="StableDiffusionInpaintPipeline", device="cpu",
                              num_inference_steps=10)
@@ -307,8 +307,8 @@ def test_shapesworld_inpainting_preserves_outside_mask() -> None:
 def test_shapesworld_instruction_model_reaches_reported_accuracy() -> None:
     """InstructPix2Pix through editlab on the held-out edits of the model card reaches the reported edit accuracy
     (within sampling error: fewer edits and steps here, per-sample seeds)."""
-    from editlab.bench.backbone import load_backbone
     from editlab.datasets.shapesworld import oracle
+    from editlab.models.backbone import load_backbone
     from editlab.train.evaluate import held_edits
 
     report = json.loads((WEIGHTS / "eval" / "ip2p.json").read_text())

@@ -24,8 +24,8 @@ def _hydra_run(argv: list[str]) -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import DictConfig
 
-    from editlab.bench.cache import atomic_write_text
     from editlab.bench.runner import run
+    from editlab.files import atomic_write_text
 
     @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
     def _main(cfg: DictConfig) -> None:
@@ -51,16 +51,30 @@ def default_grid(argv: list[str]) -> list[str]:
 def _list() -> None:
     from omegaconf import OmegaConf
 
-    from editlab.registry import BACKBONES, DATASETS, METHODS, METRICS
+    from editlab.methods.presets import describe_presets
+    from editlab.registry import BACKBONES, DATASETS, EDITORS, INVERSIONS, METHODS, METRICS
 
-    print("methods (learning strategy | conditions | tasks):")
+    print("methods (learning strategy | conditions | tasks), with backbone families and paper presets:")
     for name in METHODS.names():
-        tax = METHODS.get(name).taxonomy
+        cls = METHODS.get(name)
+        tax = cls.taxonomy
         tasks = "all" if len(tax.tasks) == 12 else ", ".join(t.value for t in tax.tasks)
         conds = ", ".join(c.value for c in tax.conditions)
         print(f"  {name:<14} {tax.learning_strategy.value:<32} | {conds:<28} | {tasks}")
         if tax.paper:
             print(f"  {'':<14} {tax.paper}")
+        print(f"  {'':<14} families: {', '.join(cls.families)}")
+        for line in describe_presets(cls.presets):
+            print(f"  {'':<14} {line}")
+    for title, registry in (("inversions (method=edit inversion=NAME)", INVERSIONS),
+                            ("editors (method=edit editor=NAME)", EDITORS)):
+        print(f"\n{title}:")
+        for name in registry.names():
+            cls = registry.get(name)
+            strategy = getattr(cls, "learning_strategy", None)
+            print(f"  {name:<14} {cls.paper}" + (f" [{strategy.value}]" if strategy is not None else ""))
+            for line in describe_presets(cls.presets):
+                print(f"  {'':<14} {line}")
     print("\ndatasets:")
     for name in DATASETS.names():
         print(f"  {name}")

@@ -45,7 +45,9 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from tqdm.auto import tqdm
 
-from editlab.bench.cache import (
+from editlab.bench.env import PeakMemory, environment
+from editlab.datasets.base import EditDataset
+from editlab.files import (
     atomic_save_image,
     atomic_write_json,
     atomic_write_text,
@@ -54,8 +56,6 @@ from editlab.bench.cache import (
     safe_name,
     stable_hash,
 )
-from editlab.bench.env import PeakMemory, environment
-from editlab.datasets.base import EditDataset
 from editlab.methods.base import EditMethod
 from editlab.metrics.base import EditBatch, EditMetric, MetricUnavailable, mask_to_unit, pil_to_unit, to_rgb
 from editlab.metrics.distribution import DistributionMetric
@@ -452,7 +452,7 @@ def score_distribution(metrics: list[DistributionMetric], dataset: EditDataset, 
 # --------------------------------------------------------------------------------------------------------
 def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
     """Run one grid point described by a composed editlab config."""
-    from editlab.bench.backbone import backbone_from_config, resolve_device
+    from editlab.models.backbone import backbone_from_config, resolve_device
 
     # 1. Build the dataset and the method (cheap; the backbone is loaded only if something must be edited)
     dataset: EditDataset = build(cfg.dataset)
@@ -488,6 +488,8 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
     if todo:
         torch.manual_seed(cfg.seed)
         try:
+            # a family the method cannot run on is refused before any weight loads
+            method.check_family(str(backbone_config(cfg).get("family", "sd")))
             backbone = backbone_from_config(backbone_config(cfg), device=cfg.device, dtype=cfg.dtype)
             method.setup(backbone, cache_dir=Path(cfg.results_dir) / "_cache")
         except Exception as err:  # e.g. public weights unavailable offline: this grid point is skipped, not the grid
@@ -496,6 +498,7 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
             todo = []
         else:
             atomic_write_json(run_dir / "backbone.json", backbone.describe())
+            atomic_write_json(run_dir / "method.json", method.describe())
     if todo:
         bar = tqdm(todo, desc=f"{cfg.method.name}", unit="edit", dynamic_ncols=True)
         for sid in bar:
@@ -632,6 +635,7 @@ def assemble(run_dir: Path, base: dict[str, Any] | None = None) -> dict[str, Any
     higher = {n: d.get("higher_is_better", True) for n, d in results.get("metric_definitions", {}).items()}
     atomic_write_text(run_dir / "samples.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in present))
     results["backbone"] = read_json(run_dir / "backbone.json")
+    results["method_setup"] = read_json(run_dir / "method.json")
     results["complete"] = len(present) == len(ids)
     results["missing"] = len(ids) - len(present)
     results.setdefault("timing", {})["edit_s_total"] = float(sum(r.get("wall_time_s") or 0.0 for r in present))

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from editlab.bench.cache import atomic_write_text
+from editlab.files import atomic_write_text
 from editlab.types import LearningStrategy, TaskType
 
 STRATEGY_ORDER = [s.value for s in (LearningStrategy.TRAINING_BASED, LearningStrategy.TESTING_TIME_FINETUNING,
@@ -327,8 +327,14 @@ def mark_best(cells: dict[str, Cell], higher: bool, metric: str | None = None,
     for k in finite:
         if k in best:
             continue
-        tests = [paired.get((metric, b, k)) for b in best]
-        cells[k].worse = any(t is not None and t["significant"] for t in tests)
+        cells[k].worse = any(paired_winner(paired.get((metric, b, k))) == b for b in best)
+
+
+def paired_winner(test: dict[str, Any] | None) -> str | None:
+    """The method a significant paired test found better (its label), else None."""
+    if test is None or not test.get("significant"):
+        return None
+    return {"a": test["method_a"], "b": test["method_b"]}.get(test.get("better"))
 
 
 def build_model(run_dirs: list[Path] | list[LoadedRun]) -> TableModel:
@@ -500,7 +506,7 @@ def task_cells(long: pd.DataFrame, metric: str, pivot: pd.DataFrame, higher: boo
             mine = in_task[in_task["method"] == method].set_index("sample_id")["value"]
             for b in best:
                 theirs = in_task[in_task["method"] == b].set_index("sample_id")["value"]
-                if paired_comparison(theirs, mine, higher)["significant"]:
+                if paired_comparison(theirs, mine, higher)["better"] == "a":  # the best won, significantly
                     cell.worse = True
         for method, cell in col.items():
             cells[(method, task)] = cell

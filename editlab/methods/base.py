@@ -1,9 +1,11 @@
 """The method interface: a method edits one sample.
 
 A method declares its survey taxonomy (learning strategy, the input conditions it needs, the task types
-it targets), is set up once with a :class:`~editlab.bench.backbone.Backbone`, then ``edit`` is called per
-sample with a seeded generator. The runner checks conditions before calling ``edit``: a sample lacking one
-is "not applicable"; a present but unusable one (an empty prompt) is an error for that sample.
+it targets) and the backbone families it supports, is set up once with a
+:class:`~editlab.models.backbone.Backbone` (its paper preset for that backbone, if any, fills the settings left
+``None``: :mod:`editlab.methods.presets`), then ``edit`` is called per sample with a seeded generator. The
+runner checks conditions before calling ``edit``: a sample lacking one is "not applicable"; a present but
+unusable one (an empty prompt) is an error for that sample.
 """
 
 from __future__ import annotations
@@ -14,7 +16,12 @@ from typing import Any, ClassVar
 
 import torch
 
+from editlab.methods.presets import Preset, apply_preset
 from editlab.types import Condition, EditOutput, Sample, SampleError, Taxonomy
+
+
+class UnsupportedBackbone(ValueError):
+    """The method cannot run on this backbone family; raised before any weight is loaded."""
 
 
 class EditMethod(ABC):
@@ -23,20 +30,39 @@ class EditMethod(ABC):
     #: Registry name; also the default row label in tables.
     name: ClassVar[str] = "method"
     taxonomy: ClassVar[Taxonomy]
+    #: Backbone families (:attr:`Backbone.family`) this method runs on.
+    families: ClassVar[tuple[str, ...]] = ("sd",)
+    #: Paper presets by backbone preset name (``sd``: Stable Diffusion's weights); see :mod:`editlab.methods.presets`.
+    presets: ClassVar[dict[str, Preset]] = {}
 
     def __init__(self, **settings: Any) -> None:
         self.settings = settings
         self.backbone = None
         self.cache_dir: Path | None = None
+        self.preset_record: dict[str, Any] = {"preset": None}
+
+    def check_family(self, family: str) -> None:
+        """Raise :class:`UnsupportedBackbone` unless this method runs on backbones of ``family``."""
+        if family not in self.families:
+            raise UnsupportedBackbone(
+                f"method '{self.name}' does not support backbone family '{family}'; "
+                f"families that work: {', '.join(self.families)}")
 
     def setup(self, backbone: Any, cache_dir: Path | None = None) -> None:
         """Receive the backbone's components once, before the first edit.
 
+        Settings left ``None`` take this method's paper preset for the backbone (if it has one).
         ``cache_dir`` is a folder the method may use to store reusable intermediate results (e.g. inversions)
         across runs; the runner passes ``<results_dir>/_cache``.
         """
+        self.check_family(getattr(backbone, "family", "sd"))
         self.backbone = backbone
         self.cache_dir = cache_dir
+        self.preset_record = apply_preset(self, self.presets, getattr(backbone, "preset", None))
+
+    def describe(self) -> dict[str, Any]:
+        """What the run records about the set-up method: name, families, the preset applied."""
+        return {"name": self.name, "families": list(self.families), "preset": self.preset_record}
 
     @abstractmethod
     def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:

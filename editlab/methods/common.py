@@ -11,7 +11,7 @@ import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 from PIL import Image
 
-from editlab.bench.backbone import Backbone
+from editlab.models.backbone import Backbone
 
 
 @torch.no_grad()

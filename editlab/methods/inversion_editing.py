@@ -25,6 +25,7 @@ from editlab.methods.editors.base import Editor
 from editlab.methods.editors.loop import EditRequest, reconstruct
 from editlab.methods.inversion.base import Inversion, InversionResult
 from editlab.methods.inversion.cache import InversionCache, backbone_fingerprint, image_digest
+from editlab.methods.presets import apply_preset
 from editlab.registry import EDITORS, INVERSIONS, Registry
 from editlab.types import Condition, EditOutput, LearningStrategy, Sample, TaskType, Taxonomy
 
@@ -104,6 +105,9 @@ class InversionEditing(EditMethod):
 
     def setup(self, backbone, cache_dir=None) -> None:
         super().setup(backbone, cache_dir)
+        preset = getattr(backbone, "preset", None)
+        self.preset_record["inversion"] = apply_preset(self.inversion, self.inversion.presets, preset)
+        self.preset_record["editor"] = apply_preset(self.editor, self.editor.presets, preset)
         root = Path(cache_dir) / "inversions" if (cache_dir is not None and self.use_cache) else None
         self.cache = InversionCache(root, memory_items=16 if self.use_cache else 0)
         self._fingerprint = backbone_fingerprint(backbone) if self.use_cache else None
@@ -121,7 +125,7 @@ class InversionEditing(EditMethod):
         bb = self.backbone
         return {
             "image": image_digest(sample.source_image, bb.resolution),
-            "source_prompt": sample.source_prompt,
+            "source_prompt": sample.source_prompt if self.editor.inversion_prompt == "source" else "",
             "backbone": self._fingerprint,
             "scheduler": dict(ddim_scheduler(bb).config),
             "steps": steps,
@@ -146,7 +150,8 @@ class InversionEditing(EditMethod):
             if cached is not None:
                 return cached, True
         latents = encode_image(bb, sample.source_image)
-        result = self.inversion.invert(bb, latents, source_embeds, self._empty, steps, guidance,
+        prompt_embeds = source_embeds if self.editor.inversion_prompt == "source" else self._empty
+        result = self.inversion.invert(bb, latents, prompt_embeds, self._empty, steps, guidance,
                                        torch.Generator().manual_seed(seed))
         if key is not None:
             self.cache.put(key, result, fields)

@@ -26,8 +26,8 @@ import os
 import torch
 from diffusers import PaintByExamplePipeline
 
-from editlab.bench.backbone import BackboneUnavailable
 from editlab.methods.base import EditMethod
+from editlab.models.backbone import BackboneUnavailable
 from editlab.types import Condition, EditOutput, LearningStrategy, Sample, TaskType, Taxonomy
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from diffusers import UNet2DConditionModel
 
-from editlab.bench.backbone import Backbone, resolve_device, resolve_dtype
+from editlab.models.backbone import Backbone, resolve_device, resolve_dtype
 from editlab.models.toy import toy_components
 
 VARIANTS: dict[str, int] = {"inpaint": 9, "ip2p": 8, "paint_by_example": 9}

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from editlab.bench.cache import atomic_write_text, safe_name
+from editlab.files import atomic_write_text, safe_name
 
 
 @dataclass

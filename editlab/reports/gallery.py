@@ -18,7 +18,7 @@ from typing import Any
 
 from PIL import Image
 
-from editlab.bench.cache import atomic_write_text
+from editlab.files import atomic_write_text
 from editlab.reports.html import image_data_uri, render
 
 log = logging.getLogger("editlab")

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from editlab.bench.cache import atomic_write_json, atomic_write_text, stable_hash
+from editlab.files import atomic_write_json, atomic_write_text, stable_hash
 from editlab.reports.html import esc, image_data_uri, page, render
 
 CRITERIA = ("accuracy", "preservation", "quality")

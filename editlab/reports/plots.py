@@ -19,7 +19,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from editlab.bench.cache import safe_name
+from editlab.files import safe_name
 from editlab.types import TaskType
 
 matplotlib.rcParams["svg.hashsalt"] = "editlab"

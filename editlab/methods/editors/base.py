@@ -14,6 +14,7 @@ import torch
 
 from editlab.methods.editors.loop import EditRequest
 from editlab.methods.inversion.base import Inversion
+from editlab.methods.presets import Preset
 
 
 class Editor(ABC):
@@ -21,6 +22,11 @@ class Editor(ABC):
     paper: ClassVar[str] = ""
     #: Whether the editor denoises a source branch beside the target (every attention-control editor does).
     uses_source_branch: ClassVar[bool] = True
+    #: Paper presets by backbone preset name; applied to settings left ``None`` (:mod:`editlab.methods.presets`).
+    presets: ClassVar[dict[str, Preset]] = {}
+    #: The prompt the source is inverted with: ``source`` (its prompt) or ``empty`` (the empty prompt, as the
+    #: official MasaCtrl code inverts). Part of the inversion cache key.
+    inversion_prompt: ClassVar[str] = "source"
 
     def settings(self) -> dict[str, Any]:
         params = inspect.signature(type(self).__init__).parameters

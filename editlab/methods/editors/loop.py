@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
-from editlab.bench.backbone import Backbone
 from editlab.methods.common import ddim_scheduler
 from editlab.methods.inversion.base import Inversion, InversionResult
+from editlab.models.backbone import Backbone
 from editlab.types import Sample
 
 

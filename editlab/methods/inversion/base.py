@@ -24,7 +24,8 @@ from typing import Any, ClassVar
 import torch
 from diffusers import DDIMScheduler
 
-from editlab.bench.backbone import Backbone
+from editlab.methods.presets import Preset
+from editlab.models.backbone import Backbone
 from editlab.types import LearningStrategy
 
 Predict = Callable[[torch.Tensor], torch.Tensor]
@@ -128,6 +129,8 @@ class Inversion(ABC):
     stochastic: ClassVar[bool] = False
     #: Whether the editing loop resets the source branch to the stored latents (Direct inversion).
     corrects_source_branch: ClassVar[bool] = False
+    #: Paper presets by backbone preset name; applied to settings left ``None`` (:mod:`editlab.methods.presets`).
+    presets: ClassVar[dict[str, Preset]] = {}
 
     def settings(self) -> dict[str, Any]:
         """The constructor's arguments and their current values (part of the cache key)."""

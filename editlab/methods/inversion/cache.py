@@ -22,9 +22,9 @@ from PIL import Image
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from editlab.bench.backbone import Backbone
-from editlab.bench.cache import atomic_write_bytes, atomic_write_json, read_json, stable_hash
+from editlab.files import atomic_write_bytes, atomic_write_json, read_json, stable_hash
 from editlab.methods.inversion.base import InversionResult
+from editlab.models.backbone import Backbone
 
 CACHE_FORMAT = 1
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from editlab.bench.backbone import Backbone
 from editlab.methods.common import ddim_invert
 from editlab.methods.inversion.base import Inversion, InversionResult
+from editlab.models.backbone import Backbone
 
 
 class DDIMInversion(Inversion):

@@ -3,6 +3,15 @@
 One code path serves every backbone: a Stable-Diffusion-style model given by hub id or local folder is
 loaded with the stock diffusers classes (``StableDiffusionPipeline.from_pretrained``); editlab's shipped
 ShapesWorld models are such folders. Methods receive a :class:`Backbone`, never a hub id.
+
+A backbone names its **family** (the model architecture: ``sd`` for SD-1.x/2.x-shaped UNets) and its
+**preset** (which published settings apply to it: ``sd`` for Stable Diffusion's own weights, whose papers'
+official runs give steps, guidance and thresholds; ``None`` for models with their own recommended scales, such
+as the ShapesWorld models and the toy components). Methods declare the families they support
+(:attr:`editlab.methods.base.EditMethod.families`) and carry paper presets per preset name
+(:mod:`editlab.methods.presets`).
+
+This module is below methods, metrics and datasets: it never imports the runner (``editlab.bench``).
 """
 
 from __future__ import annotations
@@ -38,6 +47,8 @@ class Backbone:
     resolution: int = 512
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
+    family: str = "sd"
+    preset: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def components(self) -> dict[str, Any]:
@@ -67,6 +78,8 @@ class Backbone:
             "num_inference_steps": self.num_inference_steps,
             "resolution": self.resolution,
             "dtype": str(self.dtype).replace("torch.", ""),
+            "family": self.family,
+            "preset": self.preset,
             "parameters": self.num_parameters(),
         }
 
@@ -111,6 +124,8 @@ def load_backbone(
     variant: str | None = None,
     local_files_only: bool | None = None,
     pipeline: str = "StableDiffusionPipeline",
+    family: str = "sd",
+    preset: str | None = None,
 ) -> Backbone:
     """Load a Stable-Diffusion-style model from a hub id or local folder.
 
@@ -118,6 +133,7 @@ def load_backbone(
     models record their recommended guidance scale and step count there), else SD's (7.5, 50, 512).
     ``pipeline`` names the diffusers pipeline class that reads the folder (e.g.
     ``StableDiffusionInstructPix2PixPipeline`` or ``StableDiffusionInpaintPipeline`` for specialised UNets).
+    ``family`` and ``preset`` are described in the module docstring.
     """
     import diffusers
 
@@ -166,6 +182,8 @@ def load_backbone(
         resolution=resolution if resolution is not None else recommended.get("resolution", 512),
         device=dev,
         dtype=torch_dtype,
+        family=family,
+        preset=preset,
     )
 
 
@@ -192,6 +210,7 @@ def toy_backbone(
     device: str = "auto",
     dtype: str = "float32",
     name: str = "toy",
+    preset: str | None = None,
 ) -> Backbone:
     """Random toy-size SD components (see :mod:`editlab.models.toy`); for tests and smoke runs only."""
     from editlab.models.toy import toy_components
@@ -211,5 +230,6 @@ def toy_backbone(
         resolution=resolution,
         device=dev,
         dtype=torch_dtype,
+        preset=preset,
         **comps,
     )
