@@ -74,3 +74,64 @@ def read_json(path: str | Path) -> Any | None:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
+
+
+def file_sha256(path: str | Path, cache_file: str | Path | None = None) -> str:
+    """sha256 of a file's bytes. With ``cache_file``, digests are remembered by (path, size, mtime), so a large
+    weight file is read once, not on every run."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    cache = (read_json(cache_file) or {}) if cache_file is not None else {}
+    if key in cache:
+        return cache[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    digest = h.hexdigest()
+    if cache_file is not None:
+        cache = read_json(cache_file) or {}  # another worker may have added entries meanwhile
+        cache[key] = digest
+        atomic_write_json(cache_file, cache)
+    return digest
+
+
+def weight_hashes(paths: list[Path], cache_file: str | Path | None = None) -> dict[str, str]:
+    """``{file name relative to the repository when inside it, else absolute: sha256}`` of the existing files."""
+    from editlab import ROOT
+
+    out = {}
+    for p in paths:
+        p = Path(p)
+        if not p.is_file():
+            continue
+        resolved = p.resolve()
+        label = str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(resolved)
+        out[label] = file_sha256(resolved, cache_file)
+    return dict(sorted(out.items()))
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+
+
+def model_weight_files(source: str | Path) -> list[Path]:
+    """The weight files of a model given as a folder (relative to the repository root allowed), a file, or a hub id
+    already in the Hugging Face cache; sorted, empty when nothing is local."""
+    from editlab import ROOT
+
+    p = Path(source)
+    if not p.is_absolute() and not p.exists() and (ROOT / p).exists():
+        p = ROOT / p
+    if not p.exists() and "/" in str(source) and not p.is_absolute():
+        try:  # a hub id already in the Hugging Face cache
+            from huggingface_hub import snapshot_download
+
+            p = Path(snapshot_download(str(source), local_files_only=True))
+        except Exception:
+            return []
+    if p.is_file():
+        return [p]
+    if not p.is_dir():
+        return []
+    return sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in WEIGHT_SUFFIXES)

@@ -61,7 +61,7 @@ def test_clip_directional_and_image_similarity_match_reference(tiny_clip: Path) 
                                atol=1e-5)
     t_img, _ = _hf_embeds(tiny_clip, batch.target, batch.target_prompts)
     gt = CLIPImageSimilarity(model=str(tiny_clip), reference="target")
-    assert gt.name == "gt_clip_i"
+    assert gt.name == f"gt_clip_i[{tiny_clip.name}]"
     torch.testing.assert_close(gt.per_sample(batch), (e_img * t_img).sum(-1), rtol=1e-4, atol=1e-5)
 
 
@@ -127,9 +127,30 @@ def test_structure_distance_matches_pie_transcription(tiny_vit: Path, mode: str)
     assert "vit" in metric.name or tiny_vit.name in metric.name
 
 
+def _ssim_valid_reference(p: np.ndarray, g: np.ndarray) -> float:
+    """SSIM as torchmetrics computed it before v1.5 (the version PIE-Bench's numbers were made with): Gaussian
+    11x11 window, sigma 1.5, data range 1, averaged over the positions whose window lies inside the image
+    (the map cropped by 5 px), i.e. a valid correlation of the image itself. (3, H, W) float64 arrays."""
+    from scipy.signal import correlate2d
+
+    x = np.arange(11) - 5.0
+    g1 = np.exp(-(x**2) / (2 * 1.5**2))
+    g1 /= g1.sum()
+    window = np.outer(g1, g1)
+    c1, c2 = 0.01**2, 0.03**2
+    maps = []
+    for a, b in zip(p, g):
+        mu_a, mu_b = correlate2d(a, window, "valid"), correlate2d(b, window, "valid")
+        s_aa = correlate2d(a * a, window, "valid") - mu_a**2
+        s_bb = correlate2d(b * b, window, "valid") - mu_b**2
+        s_ab = correlate2d(a * b, window, "valid") - mu_a * mu_b
+        maps.append((2 * mu_a * mu_b + c1) * (2 * s_ab + c2) / ((mu_a**2 + mu_b**2 + c1) * (s_aa + s_bb + c2)))
+    return float(np.mean(maps))
+
+
 def _pie_unedited_reference(edited: np.ndarray, source: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     """PIE-Bench evaluate.py transcribed for one sample: mask_decode's border, images x (1 - mask) as HxWx3
-    float arrays, torchmetrics class instances on (1, 3, H, W) tensors."""
+    float arrays, torchmetrics class instances on (1, 3, H, W) tensors; SSIM as the torchmetrics of its time."""
     mask = mask.copy()
     mask[0, :] = mask[-1, :] = mask[:, 0] = mask[:, -1] = 1
     keep = (1 - mask)[:, :, None].repeat(3, axis=2)
@@ -140,8 +161,19 @@ def _pie_unedited_reference(edited: np.ndarray, source: np.ndarray, mask: np.nda
     return {
         "psnr": PeakSignalNoiseRatio(data_range=1.0)(p, g).item(),
         "mse": MeanSquaredError()(p[0].contiguous(), g[0].contiguous()).item(),
-        "ssim": StructuralSimilarityIndexMeasure(data_range=1.0)(p, g).item(),
+        "ssim": _ssim_valid_reference(p[0].double().numpy(), g[0].double().numpy()),
     }
+
+
+def test_pie_ssim_is_the_cropped_map_whatever_torchmetrics_is_installed() -> None:
+    batch = _batch(2)
+    ours = PIESSIM()._score(batch.edited, batch.source)
+    for i in range(2):
+        ref = _ssim_valid_reference(batch.edited[i].double().numpy(), batch.source[i].double().numpy())
+        assert math.isclose(ours[i].item(), ref, rel_tol=1e-4)
+        # the installed torchmetrics (>= 1.5) averages the whole reflect-padded map: a different number
+        full = StructuralSimilarityIndexMeasure(data_range=1.0)(batch.edited[i:i + 1], batch.source[i:i + 1]).item()
+        assert not math.isclose(full, ref, rel_tol=1e-4)
 
 
 def test_pie_unedited_metrics_match_transcription_with_border_and_nan() -> None:

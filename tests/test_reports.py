@@ -28,6 +28,7 @@ from editlab.bench.tables import (
     render_tables,
     split_method,
 )
+from editlab.files import safe_name
 from editlab.reports import ReportOptions, render_report
 from editlab.reports.gallery import render_gallery
 from editlab.reports.human import (
@@ -53,10 +54,12 @@ CLEAN_METRICS = {
 }
 PIE_METRICS = {
     "pie_structure_dist[dino_vitb8]": {"higher_is_better": False, "scale": 1e3, "mode": "pie", "base": 0.012,
-                                       "spread": 0.002},
+                                       "spread": 0.002, "version": "2"},
     "pie_psnr_unedit": {"higher_is_better": True, "scale": 1.0, "mode": "pie", "base": 27.0, "spread": 1.5},
-    "pie_clip_whole": {"higher_is_better": True, "scale": 1.0, "mode": "pie", "base": 25.0, "spread": 0.5},
+    "pie_clip_whole[vit-l14]": {"higher_is_better": True, "scale": 1.0, "mode": "pie", "base": 25.0, "spread": 0.5},
 }
+#: How PIE-Bench's Table 1 numbers were made (editlab.reports.paper.like_with_like): scored as JPEG q75.
+PIE_SCORING = {"metrics_input": {"jpeg_quality": 75}}
 
 
 def write_dataset(root: Path, n: int) -> Path:
@@ -80,7 +83,8 @@ def write_dataset(root: Path, n: int) -> Path:
 
 def write_run(dataset_dir: Path, data: Path, method: str, offset: float, n: int, metrics: dict[str, dict[str, Any]],
               strategy: str = "training- and fine-tuning-free", parts: tuple[str, str] | None = None,
-              seconds: float = 1.0, errors: int = 0, extras: bool = False) -> Path:
+              seconds: float = 1.0, errors: int = 0, extras: bool = False,
+              results_extra: dict[str, Any] | None = None) -> Path:
     """One run folder as the runner writes it; metric values = base + spread * (offset + noise), better with a
     larger offset whatever the metric's direction."""
     run_dir = dataset_dir / f"{method}-{zlib.crc32(method.encode()):010d}"
@@ -120,10 +124,13 @@ def write_run(dataset_dir: Path, data: Path, method: str, offset: float, n: int,
         "method_settings": settings, "backbone": backbone,
         "metric_modes": sorted({m["mode"] for m in metrics.values()}),
         "metric_definitions": {name: {"name": name, "higher_is_better": m["higher_is_better"], "scale": m["scale"],
-                                      "mode": m["mode"], "definition": "test"} for name, m in metrics.items()},
+                                      "mode": m["mode"], "definition": "test", "version": m.get("version", "1")}
+                               for name, m in metrics.items()},
         "dataset_metrics": {},
-        "counts": {"ok": len(ok), "error": errors, "not_applicable": 0, "total": n},
+        "counts": {"ok": len(ok), "error": errors, "not_applicable": 0, "total": n, "expected": n},
+        "complete": True, "missing": 0, "resolution": backbone["resolution"],
         "metrics": aggregates,
+        **(results_extra or {}),
     }
     (run_dir / "results.json").write_text(json.dumps(results))
     (run_dir / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -147,14 +154,15 @@ def make_results(root: Path, n: int = 9) -> Path:
     return ds
 
 
-def make_pie_results(root: Path, n: int = 9) -> Path:
-    """A PIE-Bench-mode experiment of inversion x editor methods (named editor+inversion)."""
+def make_pie_results(root: Path, n: int = 700) -> Path:
+    """A PIE-Bench-mode experiment of inversion x editor methods (named editor+inversion), made as the paper's
+    numbers were (all 700 samples, SD 1.4, 512 px, JPEG q75 scoring) unless ``n`` says otherwise."""
     data = write_dataset(root / "data", n)
     ds = root / "results" / "pie" / "pie_bench"
-    write_run(ds, data, "p2p+direct", 0.5, n, PIE_METRICS, parts=("p2p", "direct"))
-    write_run(ds, data, "p2p+ddim", -1.0, n, PIE_METRICS, parts=("p2p", "ddim"))
-    write_run(ds, data, "masactrl+ddim", 0.0, n, PIE_METRICS, parts=("masactrl", "ddim"))
-    write_run(ds, data, "sdedit", 0.0, n, PIE_METRICS)
+    write_run(ds, data, "p2p+direct", 0.5, n, PIE_METRICS, parts=("p2p", "direct"), results_extra=PIE_SCORING)
+    write_run(ds, data, "p2p+ddim", -1.0, n, PIE_METRICS, parts=("p2p", "ddim"), results_extra=PIE_SCORING)
+    write_run(ds, data, "masactrl+ddim", 0.0, n, PIE_METRICS, parts=("masactrl", "ddim"), results_extra=PIE_SCORING)
+    write_run(ds, data, "sdedit", 0.0, n, PIE_METRICS, results_extra=PIE_SCORING)
     return ds
 
 
@@ -234,7 +242,9 @@ def test_paper_table_data_is_complete_and_cited() -> None:
 # --------------------------------------------------------------------------------------------------------
 # Tables
 # --------------------------------------------------------------------------------------------------------
-def test_tables_mark_best_significance_groups_and_formats(results: Path) -> None:
+def test_tables_mark_best_significance_groups_and_formats(tmp_path: Path) -> None:
+    # 24 samples: after Holm correction over the table's 6 comparisons, 9 samples could not show significance
+    results = make_results(tmp_path, n=24)
     out = render_tables(find_runs([results]), out_dir=results)
     md = out["markdown"]
     lines = {line.split("|")[2].strip(): line for line in md.splitlines() if line.startswith("| ")}
@@ -271,7 +281,7 @@ def test_inversion_editor_grid_and_paper_comparison(tmp_path: Path) -> None:
     out = render_tables(find_runs([ds]), out_dir=ds)
     md = out["markdown"]
     assert [c.strip() for c in md.splitlines()[0].split("|")[3:5]] == ["inversion", "editor"]
-    assert "Inversion × editor: mean pie_clip_whole ↑" in md
+    assert "Inversion × editor: mean pie_clip_whole[vit-l14] ↑" in md
     assert "Paper comparison: PIE-Bench Table 1" in md and "arXiv:2310.01506" in md
     comp = pd.read_csv(ds / "paper_comparison.csv")
     assert set(comp["reference_row"]) == {"DirectInv+P2P", "DDIM+P2P", "DDIM+MasaCtrl"}  # sdedit has no paper row
@@ -289,11 +299,13 @@ def test_paper_comparison_needs_same_dataset_and_mode(tmp_path: Path) -> None:
     for run in model.runs:  # the same runs on another dataset: nothing to compare with
         run.results["dataset"] = "shapesworld"
     assert compare_with_papers(model.runs) is None
-    for run in model.runs:  # PIE-Bench data but editlab's clean metric definitions
+    for run in model.runs:  # PIE-Bench data but editlab's clean metric definitions: said, and no difference shown
         run.results["dataset"] = "pie_bench"
         for d in run.results["metric_definitions"].values():
             d["mode"] = "clean"
-    assert compare_with_papers(model.runs) is None
+    comparison = compare_with_papers(model.runs)
+    assert comparison is not None and comparison.frame.empty
+    assert "not compared: Background PSNR: metric mode clean (paper: pie)" in comparison.markdown
 
 
 def test_several_datasets_are_never_paired_across(tmp_path: Path) -> None:
@@ -306,8 +318,11 @@ def test_several_datasets_are_never_paired_across(tmp_path: Path) -> None:
     assert model.meta_columns[:3] == ["learning strategy", "dataset", "method"]
     assert sorted(r["meta"]["method"] for r in model.rows) == ["bad (dataset=folder)", "bad (dataset=other)",
                                                                "good (dataset=folder)", "good (dataset=other)"]
-    cross = model.paired[model.paired["method_a"].str[-7:] != model.paired["method_b"].str[-7:]]
-    assert len(cross) and (cross["n"] == 0).all() and not cross["significant"].any()
+    # pairs are formed within a dataset only: every pair's two runs are of the dataset the row names
+    assert len(model.paired) == 2 * 3  # one pair per dataset x 3 metrics
+    for rec in model.paired.to_dict("records"):
+        assert rec["method_a"].endswith(f"(dataset={rec['dataset']})")
+        assert rec["method_b"].endswith(f"(dataset={rec['dataset']})")
     best = [r["meta"]["method"] for r in model.rows if r["cells"]["bg_psnr ↑"].best]
     assert sorted(best) == ["good (dataset=folder)", "good (dataset=other)"]  # one best per dataset
 
@@ -319,11 +334,12 @@ def test_plots_png_and_svg(tmp_path: Path) -> None:
     ds = make_pie_results(tmp_path)
     model = build_model(find_runs([ds]))
     metrics = main_metrics(model.long)
-    assert metrics[0] == "pie_clip_whole"
+    assert metrics[0] == "pie_clip_whole[vit-l14]"
     paths = render_plots(model, tmp_path / "plots", metrics[:1])
     names = {p.name for p in paths}
-    assert {"quality_vs_runtime.png", "quality_vs_runtime.svg", "tasks_pie_clip_whole.png",
-            "spread_pie_clip_whole.svg", "grid_pie_clip_whole.png"} <= names
+    tag = safe_name(metrics[0])
+    assert {"quality_vs_runtime.png", "quality_vs_runtime.svg", f"tasks_{tag}.png", f"spread_{tag}.svg",
+            f"grid_{tag}.png"} <= names
     for p in paths:
         assert p.stat().st_size > 1000
     svg = (tmp_path / "plots" / "quality_vs_runtime.svg").read_text()

@@ -142,7 +142,9 @@ def test_pairwise_table_shape_and_pairs() -> None:
                              "value": i + off + 0.01 * rng.normal()})
     df = pd.DataFrame(rows)
     t = pairwise_table(df, {"psnr": True, "lpips": False}, n_boot=200)
-    assert t.shape == (6, 10)
+    assert t.shape == (6, 13)
+    assert (t["n_clusters"] == 20).all() and (t["correction"] == "holm").all()
+    assert (t["p_adjusted"] >= t["p_wilcoxon"]).all()
     assert list(t.columns[:3]) == ["metric", "method_a", "method_b"]
     assert list(zip(t["metric"], t["method_a"], t["method_b"])) == [
         ("lpips", "m_a", "m_b"), ("lpips", "m_a", "m_c"), ("lpips", "m_b", "m_c"),

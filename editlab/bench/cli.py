@@ -101,6 +101,12 @@ def _report(argv: list[str]) -> None:
                     "(no model is loaded).")
     parser.add_argument("paths", nargs="+", help="results folders (any level: experiment, dataset or run)")
     parser.add_argument("--task-metric", default=None, help="metric of the per-task-type table")
+    parser.add_argument("--failures", choices=("common", "worst"), default="common",
+                        help="common: compare on the samples every method edited (default); worst: a failed edit or "
+                             "metric scores the metric's worst value")
+    parser.add_argument("--correction", choices=("holm", "bh", "none"), default="holm",
+                        help="multiple-comparison correction of each table's paired tests (default holm)")
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     parser.add_argument("--out", default=None, help="where to write the reports (default: first path)")
     parser.add_argument("--tables-only", action="store_true", help="only table.{md,csv,tex,html} (fast)")
     parser.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True,
@@ -126,10 +132,16 @@ def _report(argv: list[str]) -> None:
     if not runs:
         sys.exit(f"editlab report: no results.json under {', '.join(args.paths)}")
     out_dir = Path(args.out or args.paths[0])
+    from editlab.bench.tables import DefinitionConflict, TableOptions
+
+    table = TableOptions(failures=args.failures, correction=args.correction, alpha=args.alpha)
     if args.tables_only:
         from editlab.bench.tables import render_tables
 
-        print(render_tables(runs, out_dir=out_dir, task_metric=args.task_metric)["markdown"])
+        try:
+            print(render_tables(runs, out_dir=out_dir, task_metric=args.task_metric, options=table)["markdown"])
+        except DefinitionConflict as err:
+            sys.exit(f"editlab report: {err}")
         print(f"\n{len(runs)} runs; tables written to {out_dir}/table.{{md,csv,tex,html}}")
         return
     from editlab.reports import ReportOptions, render_report
@@ -139,8 +151,12 @@ def _report(argv: list[str]) -> None:
         gallery_max_samples=args.gallery_max_samples, thumb=args.thumb, pilot=args.pilot,
         price_per_hour=args.price_per_hour, currency=args.currency, manual_minutes=args.manual_minutes,
         export_rating_page=args.export_rating_page, rating_items=args.rating_items,
-        ratings=[Path(r) for r in args.ratings], rating_key=Path(args.rating_key) if args.rating_key else None)
-    out = render_report(runs, out_dir, options)
+        ratings=[Path(r) for r in args.ratings], rating_key=Path(args.rating_key) if args.rating_key else None,
+        table=table)
+    try:
+        out = render_report(runs, out_dir, options)
+    except DefinitionConflict as err:
+        sys.exit(f"editlab report: {err}")
     print(out["tables"]["markdown"])
     print(f"\n{len(runs)} runs; reports written to {out_dir}:")
     for section, paths in out["files"].items():

@@ -28,9 +28,23 @@ def git_revision() -> str | None:
         return None
 
 
+VERSIONED = ("torch", "diffusers", "transformers", "torchmetrics", "lpips", "numpy", "scipy", "PIL", "torchvision")
+
+
+def versions() -> dict[str, str | None]:
+    """Versions of the libraries whose behaviour changes edits and metric values."""
+    import importlib
+
+    out: dict[str, str | None] = {"editlab": __version__}
+    for name in VERSIONED:
+        try:
+            out[name if name != "PIL" else "pillow"] = getattr(importlib.import_module(name), "__version__", None)
+        except ImportError:
+            out[name] = None
+    return out
+
+
 def environment(device: torch.device) -> dict[str, Any]:
-    import diffusers
-    import transformers
 
     if device.type == "cuda":
         device_name = torch.cuda.get_device_name(device)
@@ -40,10 +54,7 @@ def environment(device: torch.device) -> dict[str, Any]:
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "transformers": transformers.__version__,
-        "editlab": __version__,
+        **versions(),
         "git_revision": git_revision(),
         "device": str(device),
         "device_name": device_name,

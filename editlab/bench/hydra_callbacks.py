@@ -12,7 +12,8 @@ from omegaconf import DictConfig
 
 class TablesCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from editlab.reports import render_report
+        from editlab.bench.runner import table_options
+        from editlab.reports import ReportOptions, render_report
 
         sweep_dir = Path(config.hydra.sweep.dir)
         run_dirs = sorted({Path(p.read_text().strip()) for p in sweep_dir.rglob("run_dir.txt")})
@@ -23,6 +24,6 @@ class TablesCallback(Callback):
         for d in run_dirs:
             by_dataset.setdefault(d.parent, []).append(d)
         for dataset_dir, runs in by_dataset.items():
-            md = render_report(runs, dataset_dir)["tables"]["markdown"]
-            print(f"\n=== {dataset_dir} ({len(runs)} runs)\n{md}\nreport written to {dataset_dir}/index.html "
-                  f"(tables, plots, gallery, pilot report)")
+            tables = render_report(runs, dataset_dir, ReportOptions(table=table_options(config)))["tables"]
+            print(f"\n=== {dataset_dir} ({len(runs)} runs)\n{tables['terminal']}\nreport written to "
+                  f"{dataset_dir}/index.html (full tables in table.md, plots, gallery, pilot report)")

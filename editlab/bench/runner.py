@@ -45,7 +45,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from tqdm.auto import tqdm
 
-from editlab.bench.env import PeakMemory, environment
+from editlab.bench.env import PeakMemory, environment, versions
 from editlab.datasets.base import EditDataset
 from editlab.files import (
     atomic_save_image,
@@ -55,6 +55,7 @@ from editlab.files import (
     read_json,
     safe_name,
     stable_hash,
+    weight_hashes,
 )
 from editlab.methods.base import EditMethod
 from editlab.metrics.base import EditBatch, EditMetric, MetricUnavailable, mask_to_unit, pil_to_unit, to_rgb
@@ -88,7 +89,7 @@ def build_metrics(metrics_cfg: Any) -> tuple[list[Any], dict[str, str]]:
     metrics: list[Any] = []
     skipped: dict[str, str] = {}
     for key, mcfg in (metrics_cfg or {}).items():
-        if mcfg is None:
+        if mcfg is None or str(key).startswith("_"):  # `_input_`: how edits are presented to metrics, not a metric
             continue
         try:
             metrics.append(instantiate(mcfg))
@@ -101,6 +102,12 @@ def build_metrics(metrics_cfg: Any) -> tuple[list[Any], dict[str, str]]:
             skipped[key] = str(cause)
             log.warning("metric %s skipped: %s", key, cause)
     return metrics, skipped
+
+
+def describe_metric(metric: Any, hash_cache: Path | None = None) -> dict[str, Any]:
+    """A metric's recorded definition, with the sha256 of every weight file it computes with."""
+    files = metric.weight_files() if hasattr(metric, "weight_files") else []
+    return metric.describe() | {"weights": weight_hashes(files, hash_cache)}
 
 
 def build(node: Any) -> Any:
@@ -116,6 +123,13 @@ def backbone_config(cfg: DictConfig) -> Any:
     or inpainting model needs its specialised UNet), else the global ``backbone``."""
     own = cfg.method.get("backbone")
     return own if own is not None else cfg.backbone
+
+
+def table_options(cfg: DictConfig) -> Any:
+    """The tables' comparison settings from the config's ``report`` node (defaults when absent)."""
+    from editlab.bench.tables import TableOptions
+
+    return TableOptions(**(_plain(cfg.get("report")) or {}))
 
 
 def run_dir_for(cfg: DictConfig) -> Path:
@@ -361,15 +375,42 @@ def _batch_for(items: list[Loaded]) -> EditBatch:
     )
 
 
-def metric_batches(dataset: EditDataset, run_dir: Path, records: list[dict[str, Any]],
-                   batch_size: int) -> Iterator[tuple[list[dict[str, Any]], EditBatch]]:
+def scoring_input(metrics_cfg: Any) -> dict[str, Any]:
+    """How stored edits are presented to the metrics (``metrics._input_``): ``jpeg_quality`` re-encodes each
+    edit as JPEG at that quality first (PIE-Bench's run_editing scripts saved their edits with PIL's default
+    JPEG quality, 75, and its numbers were computed on those files)."""
+    raw = _plain((metrics_cfg or {}).get("_input_")) or {}
+    unknown = set(raw) - {"jpeg_quality"}
+    if unknown:
+        raise ValueError(f"unknown metrics._input_ keys {sorted(unknown)}, available: jpeg_quality")
+    quality = raw.get("jpeg_quality")
+    if quality is not None and not 1 <= int(quality) <= 100:
+        raise ValueError(f"metrics._input_.jpeg_quality must be in [1, 100], got {quality}")
+    return {"jpeg_quality": None if quality is None else int(quality)}
+
+
+def as_scored(image: Image.Image, jpeg_quality: int | None) -> Image.Image:
+    """The edit as the metrics see it: unchanged, or encoded as JPEG at ``jpeg_quality`` and decoded again."""
+    if jpeg_quality is None:
+        return image
+    buf = io.BytesIO()
+    to_rgb(image).save(buf, format="JPEG", quality=jpeg_quality)
+    out = Image.open(io.BytesIO(buf.getvalue()))
+    out.load()
+    return out
+
+
+def metric_batches(dataset: EditDataset, run_dir: Path, records: list[dict[str, Any]], batch_size: int,
+                   jpeg_quality: int | None = None) -> Iterator[tuple[list[dict[str, Any]], EditBatch]]:
     """Batches of at most ``batch_size`` stored edits, each sample loaded once. Within a chunk, samples are
-    grouped so that a batch shares image size and has all or none with a mask and a target."""
+    grouped so that a batch shares image size and has all or none with a mask and a target. ``jpeg_quality``:
+    see :func:`scoring_input`."""
     for start in range(0, len(records), batch_size):
         groups: dict[tuple[Any, ...], list[Loaded]] = {}
         for rec in records[start:start + batch_size]:
             image = Image.open(run_dir / rec["image"])
             image.load()
+            image = as_scored(image, jpeg_quality)
             sample = dataset.load(rec["id"])
             if rec.get("chain_from"):  # the image this sample was edited from, not its dataset source
                 png = previous_output(run_dir, rec["chain_from"])[0]
@@ -385,9 +426,9 @@ def metric_batches(dataset: EditDataset, run_dir: Path, records: list[dict[str, 
 
 
 def score_records(metrics: list[EditMetric], dataset: EditDataset, run_dir: Path, records: list[dict[str, Any]],
-                  batch_size: int) -> None:
+                  batch_size: int, jpeg_quality: int | None = None) -> None:
     """Compute every metric for ``records`` (in place), in batches from :func:`metric_batches`."""
-    for chunk, batch in metric_batches(dataset, run_dir, records, batch_size):
+    for chunk, batch in metric_batches(dataset, run_dir, records, batch_size, jpeg_quality):
         for metric in metrics:
             try:
                 metric.update(batch)
@@ -429,14 +470,15 @@ def aggregate(records: list[dict[str, Any]], higher: dict[str, bool]) -> dict[st
 
 
 def score_distribution(metrics: list[DistributionMetric], dataset: EditDataset, run_dir: Path,
-                       records: list[dict[str, Any]], batch_size: int) -> dict[str, dict[str, Any]]:
+                       records: list[dict[str, Any]], batch_size: int,
+                       jpeg_quality: int | None = None) -> dict[str, dict[str, Any]]:
     """FID / KID over every successful edit of the run."""
     out: dict[str, dict[str, Any]] = {}
     if not metrics or not records:
         return out
     for m in metrics:
         m.reset()
-    for _, batch in metric_batches(dataset, run_dir, records, batch_size):
+    for _, batch in metric_batches(dataset, run_dir, records, batch_size, jpeg_quality):
         for m in metrics:
             m.update(batch)
     for m in metrics:
@@ -480,7 +522,11 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
             todo.append(sid)
             redone.add(sid)
             continue
-        if mark_scored(rec, dataset.scored(sid)):
+        changed = mark_scored(rec, dataset.scored(sid))
+        if rec.get("source_key") != dataset.source_key(sid):  # clusters of the paired tests (one source, many edits)
+            rec["source_key"] = dataset.source_key(sid)
+            changed = True
+        if changed:
             atomic_write_json(run_dir / "records" / f"{safe_name(sid)}.json", rec)
         records[sid] = rec
     edit_start = time.perf_counter()
@@ -497,7 +543,8 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
             log.error("%s could not be set up, its samples are not edited: %s", cfg.method.name, setup_error)
             todo = []
         else:
-            atomic_write_json(run_dir / "backbone.json", backbone.describe())
+            hashes = weight_hashes(backbone.weight_files(), Path(cfg.results_dir) / "_cache" / "file_hashes.json")
+            atomic_write_json(run_dir / "backbone.json", backbone.describe() | {"weights": hashes})
             atomic_write_json(run_dir / "method.json", method.describe())
     if todo:
         bar = tqdm(todo, desc=f"{cfg.method.name}", unit="edit", dynamic_ncols=True)
@@ -505,6 +552,7 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
             rec, image, extras = edit_one(method, dataset, sid, cfg.seed, backbone.resolution, backbone.device,
                                           run_dir)
             rec["method"] = cfg.method.name
+            rec["source_key"] = dataset.source_key(sid)
             mark_scored(rec, dataset.scored(sid))
             if image is not None:
                 rec["image"] = f"images/{safe_name(sid)}.png"
@@ -521,9 +569,12 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
     # 3. Metric phase: score this worker's edits whose stored values were made with other metric settings
     metrics_start = time.perf_counter()
     all_metrics, skipped = build_metrics(cfg.metrics)
+    scoring = scoring_input(cfg.metrics)
     metrics = [m for m in all_metrics if not isinstance(m, DistributionMetric)]
     dist_metrics = [m for m in all_metrics if isinstance(m, DistributionMetric)]
-    metrics_key = stable_hash([m.describe() for m in metrics])
+    hash_cache = Path(cfg.results_dir) / "_cache" / "file_hashes.json"
+    definitions = {m.name: describe_metric(m, hash_cache) for m in all_metrics}
+    metrics_key = stable_hash([[definitions[m.name] for m in metrics], scoring])
     stale = [r for r in records.values()
              if r["status"] == STATUS_OK and is_scored(r) and r.get("metrics_key") != metrics_key]
     if stale:
@@ -531,7 +582,7 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
             rec["metrics"], rec["metric_errors"] = {}, {}
         for m in metrics:
             m.reset()
-        score_records(metrics, dataset, run_dir, stale, cfg.runner.metrics_batch_size)
+        score_records(metrics, dataset, run_dir, stale, cfg.runner.metrics_batch_size, scoring["jpeg_quality"])
         for rec in stale:
             rec["metrics_key"] = metrics_key
             if not rec["metric_errors"]:
@@ -549,8 +600,10 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
         "taxonomy": method.taxonomy.as_dict(),
         "method_settings": _plain(cfg.method),
         "metric_modes": sorted({m.mode for m in all_metrics}),
-        "metric_definitions": {m.name: m.describe() for m in all_metrics},
+        "metric_definitions": definitions,
+        "metrics_input": scoring,
         "metrics_skipped": skipped,
+        "versions": versions(),
         "num_shards": num_shards,
         "setup_error": setup_error,
         "timing": {"edit_s_this_run": edit_seconds, "metrics_s_this_run": metrics_seconds,
@@ -561,13 +614,14 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
         if results["complete"] and dist_metrics:
             ok = [r for r in _present_records(run_dir, all_ids) if r["status"] == STATUS_OK and is_scored(r)]
             results["dataset_metrics"] = score_distribution(dist_metrics, dataset, run_dir, ok,
-                                                            cfg.runner.metrics_batch_size)
+                                                            cfg.runner.metrics_batch_size, scoring["jpeg_quality"])
             atomic_write_json(run_dir / "results.json", results)
     from editlab.bench.tables import render_tables
 
-    tables = render_tables([run_dir], out_dir=run_dir)
+    tables = render_tables([run_dir], out_dir=run_dir, options=table_options(cfg))
     if show_table:
-        print(tables["markdown"])
+        print(tables["terminal"])
+        print(f"(full table: {run_dir / 'table.md'}; also .csv .tex .html)")
     return RunOutcome(run_dir=run_dir, results=results, edited=len(todo), reused=len(records) - len(todo))
 
 
@@ -635,6 +689,7 @@ def assemble(run_dir: Path, base: dict[str, Any] | None = None) -> dict[str, Any
     higher = {n: d.get("higher_is_better", True) for n, d in results.get("metric_definitions", {}).items()}
     atomic_write_text(run_dir / "samples.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in present))
     results["backbone"] = read_json(run_dir / "backbone.json")
+    results["resolution"] = (results["backbone"] or {}).get("resolution")
     results["method_setup"] = read_json(run_dir / "method.json")
     results["complete"] = len(present) == len(ids)
     results["missing"] = len(ids) - len(present)

@@ -35,10 +35,7 @@ FAMILY_ORDER = ("structure", "preservation", "text alignment", "edit accuracy", 
 #: Inversion names (editlab's and PIE-Bench's spellings) used to read ``a+b`` method names in either order.
 KNOWN_INVERSIONS = {"ddim", "nti", "npi", "direct", "edict", "ddpm", "null-text", "null_text", "nt", "np",
                     "negative-prompt", "styled", "stylediffusion", "directinversion", "pnpinversion", "di"}
-SIGNIFICANCE_NOTE = ("**bold**: best mean of the column; †: significantly worse than that best (paired bootstrap "
-                     "95% CI of the mean difference excludes 0 and Wilcoxon p < 0.05, samples both edited); "
-                     "± is the half-width of the bootstrap 95% CI of the mean")
-COST_COLUMNS = ("s/edit ↓", "peak MB ↓", "ok/err/n.a.")
+COST_COLUMNS = ("s/edit ↓", "peak MB ↓", "failed ↓", "ok/err/n.a.")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -178,8 +175,8 @@ def metric_family(name: str) -> str:
         return "ground truth"
     if n == "edit_acc":
         return "edit accuracy"
-    if n.startswith(("bg_", "pie_psnr", "pie_mse", "pie_ssim", "pie_lpips", "lpips")) or n in ("preservation",
-                                                                                             "clip_i"):
+    if n.startswith(("bg_", "pie_psnr", "pie_mse", "pie_ssim", "pie_lpips", "lpips", "clip_i[")) or n in (
+            "preservation", "clip_i"):
         return "preservation"
     if n.startswith(("clip", "pie_clip")):
         return "text alignment"
@@ -199,6 +196,12 @@ MAIN_METRIC_PREFERENCE = {
 }
 
 
+def _is_metric(name: str, base: str) -> bool:
+    """Whether column ``name`` is metric ``base``, whatever model it names: ``clip_score[vit-l14]`` is
+    ``clip_score``, ``pie_structure_dist[dino_vitb8]`` is ``pie_structure``."""
+    return name == base or name.startswith((base + "[", base + "_dist["))
+
+
 def main_metrics(long: pd.DataFrame, limit: int = 4) -> list[str]:
     """The main per-sample quality metrics present with finite values: one per family, by preference."""
     if long.empty:
@@ -208,7 +211,7 @@ def main_metrics(long: pd.DataFrame, limit: int = 4) -> list[str]:
     out = []
     for prefs in MAIN_METRIC_PREFERENCE.values():
         for pref in prefs:
-            hit = next((m for m in available if m == pref or m.startswith(pref + "_dist")), None)
+            hit = next((m for m in available if _is_metric(m, pref)), None)
             if hit is not None:
                 out.append(hit)
                 break
@@ -218,6 +221,47 @@ def main_metrics(long: pd.DataFrame, limit: int = 4) -> list[str]:
 # --------------------------------------------------------------------------------------------------------
 # The table model
 # --------------------------------------------------------------------------------------------------------
+FAILURE_POLICIES = ("common", "worst")
+
+
+@dataclass
+class TableOptions:
+    """How a comparison is made (``report.*`` in the config, ``--failures/--correction/--alpha`` on the CLI).
+
+    ``failures``: ``common`` compares methods on the samples every one of them edited and scored (the common
+    set); ``worst`` scores every failed edit (and every metric that failed on an edit) with the metric's worst
+    value (``EditMetric.worst``: 0 for ``edit_acc``, CLIP score and PSNR, -1 for SSIM, ...; the worst value
+    observed in the comparison for unbounded metrics such as LPIPS, and the table says so), over the samples
+    every method attempted. ``correction`` (``holm``, ``bh`` or ``none``) corrects the paired tests of one
+    table as one family at level ``alpha``.
+    """
+
+    failures: str = "common"
+    correction: str = "holm"
+    alpha: float = 0.05
+    n_boot: int = 1000
+
+    def __post_init__(self) -> None:
+        from editlab.bench.stats import CORRECTIONS
+
+        if self.failures not in FAILURE_POLICIES:
+            raise ValueError(f"unknown failure policy '{self.failures}', available: {', '.join(FAILURE_POLICIES)}")
+        if self.correction not in CORRECTIONS:
+            raise ValueError(f"unknown correction '{self.correction}', available: {', '.join(CORRECTIONS)}")
+        if not 0.0 < self.alpha < 1.0:
+            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
+
+    def note(self) -> str:
+        policy = ("methods compared on the samples all of them edited and scored (common set, n)"
+                  if self.failures == "common" else
+                  "a failed edit or metric scores the metric's worst value, over the samples all methods attempted")
+        correction = {"holm": "Holm-corrected", "bh": "Benjamini-Hochberg-corrected", "none": "uncorrected"}
+        return (f"{policy}; **bold**: best mean of the column; †: worse than that best, the paired test's winner "
+                f"being the best (Wilcoxon signed-rank, {correction[self.correction]} over the table's comparisons, "
+                f"p < {self.alpha:g}, and the paired bootstrap 95% CI of the mean difference excluding 0; edits of "
+                "one source image form one cluster); ± is the half-width of the bootstrap 95% CI of the mean")
+
+
 @dataclass
 class Cell:
     """One table cell: its plain text plus the marks the renderers turn into bold / dagger."""
@@ -237,7 +281,12 @@ class Cell:
 
 @dataclass
 class TableModel:
-    """Everything the renderers need: rows (meta + cells), column groups, the long per-sample values."""
+    """Everything the renderers need: rows (meta + cells), column groups, and the per-sample values.
+
+    ``long`` holds the values the table compares (after the failure policy: the common set, or failures scored
+    worst; ``filled`` marks the latter), ``raw`` every successful edit's values, ``status`` every scored sample's
+    edit status, ``coverage`` per dataset the common set's size and how complete each run is.
+    """
 
     runs: list[LoadedRun]
     meta_columns: list[str]
@@ -249,6 +298,11 @@ class TableModel:
     higher: dict[str, bool]
     scale: dict[str, float]
     metric_of: dict[str, str] = field(default_factory=dict)
+    options: TableOptions = field(default_factory=TableOptions)
+    raw: pd.DataFrame = field(default_factory=pd.DataFrame)
+    status: pd.DataFrame = field(default_factory=pd.DataFrame)
+    coverage: dict[str, dict[str, Any]] = field(default_factory=dict)
+    worst_observed: list[str] = field(default_factory=list)
 
     def frame(self, style: str = "markdown") -> pd.DataFrame:
         """Rows as a DataFrame of strings (``markdown`` marks the best in bold, ``plain`` does not)."""
@@ -260,6 +314,50 @@ class TableModel:
                 r[c] = cell.markdown() if style == "markdown" else cell.plain()
             out.append(r)
         return pd.DataFrame(out, columns=[*self.meta_columns, *self.columns])
+
+    def note(self) -> str:
+        """The footnote every render of this table carries: policy, marks, coverage."""
+        parts = [self.options.note()]
+        if self.worst_observed:
+            parts.append("worst value observed in this comparison used for: " + ", ".join(self.worst_observed))
+        for dataset, cov in sorted(self.coverage.items()):
+            where = f" on {dataset}" if len(self.coverage) > 1 else ""
+            incomplete = [f"{m} ({k} missing)" for m, k in cov["missing"].items() if k]
+            parts.append(f"common set{where}: n = {cov['n_common']} of {cov['n_samples']} samples"
+                         + (f"; incomplete runs: {', '.join(incomplete)}" if incomplete else ""))
+        return "; ".join(parts)
+
+
+class DefinitionConflict(ValueError):
+    """Two runs computed a column of the same name differently; the report refuses to merge them."""
+
+
+#: The fields of a metric definition that must agree for two runs' values to share a column.
+DEFINITION_KEYS = ("class", "definition", "version", "mode", "backbone", "scale", "higher_is_better", "resize",
+                   "reference", "kid_subset_size")
+
+
+def metric_definitions(runs: list[LoadedRun]) -> dict[str, dict[str, Any]]:
+    """Every column's definition over ``runs``; raises :class:`DefinitionConflict` when two runs disagree
+    (different model, version, mode, weights, ...), naming the column, the runs and the fields."""
+    merged: dict[str, dict[str, Any]] = {}
+    owner: dict[str, LoadedRun] = {}
+    for run in runs:
+        for name, d in run.definitions().items():
+            if name not in merged:
+                merged[name], owner[name] = d, run
+                continue
+            first = merged[name]
+            diff = [k for k in DEFINITION_KEYS if first.get(k) != d.get(k)]
+            if first.get("weights") is not None and d.get("weights") is not None and first["weights"] != d["weights"]:
+                diff.append("weights")
+            if diff:
+                what = "; ".join(f"{k}: {first.get(k)!r} vs {d.get(k)!r}" for k in diff)
+                raise DefinitionConflict(
+                    f"column '{name}' is computed differently in {owner[name].run_dir} and {run.run_dir} ({what}); "
+                    f"values of different definitions are never one column: score both runs with the same metric "
+                    f"settings (`editlab run` on a run re-scores it with the current ones) or report them separately")
+    return merged
 
 
 def _column(name: str, higher: bool, scale: float) -> str:
@@ -279,7 +377,7 @@ def _fmt(mean: float, std: float, n: int) -> str:
 
 
 def _fmt_ci(agg: dict[str, Any], k: float) -> tuple[str, float]:
-    """``mean ± half-width`` of the stored bootstrap 95% CI (scaled by ``k``), and the scaled mean."""
+    """``mean ± half-width`` of the bootstrap 95% CI (scaled by ``k``), and the scaled mean."""
     n, mean = int(agg.get("n") or 0), agg.get("mean")
     if n == 0 or mean is None or not np.isfinite(mean):
         return "–", float("nan")
@@ -294,84 +392,198 @@ def _fmt_ci(agg: dict[str, Any], k: float) -> tuple[str, float]:
     return (f"{mean_k:.{digits}f}" if n == 1 else f"{mean_k:.{digits}f} ± {half_k:.{digits}f}"), mean_k
 
 
-def _agg(res: dict[str, Any], name: str, values: np.ndarray, higher: bool) -> dict[str, Any]:
-    """The stored aggregate of a metric, recomputed from the samples when it lacks a confidence interval."""
-    agg = (res.get("metrics") or {}).get(name)
-    if agg is not None and "ci_low" in agg:
-        return agg
-    from editlab.bench.stats import summarize
-
-    return summarize(values, higher)
-
-
-def _paired_lookup(paired: pd.DataFrame) -> dict[tuple[str, str, str], dict[str, Any]]:
-    out: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for rec in paired.to_dict("records") if not paired.empty else []:
-        out[(rec["metric"], rec["method_a"], rec["method_b"])] = rec
-        out[(rec["metric"], rec["method_b"], rec["method_a"])] = rec
-    return out
-
-
-def mark_best(cells: dict[str, Cell], higher: bool, metric: str | None = None,
-              paired: dict[tuple[str, str, str], dict[str, Any]] | None = None) -> None:
-    """Mark the best mean among ``cells`` (label -> cell) and, given paired tests, those significantly worse."""
+def mark_best(cells: dict[str, Cell], higher: bool) -> list[str]:
+    """Mark the best finite mean among ``cells`` (label -> cell) in bold; returns the best labels (none when
+    fewer than two cells are finite)."""
     finite = {k: c.value for k, c in cells.items() if np.isfinite(c.value)}
     if len(finite) < 2:
-        return
+        return []
     best_value = max(finite.values()) if higher else min(finite.values())
     best = [k for k, v in finite.items() if v == best_value]
     for k in best:
         cells[k].best = True
-    if paired is None or metric is None:
-        return
-    for k in finite:
-        if k in best:
+    return best
+
+
+@dataclass
+class _Pending:
+    """One comparison of a table's family: ``cell``'s method against a best method, by a paired test."""
+
+    cell: Cell
+    best: str
+    test: dict[str, Any]
+
+
+def compare_with_best(cells: dict[str, Cell], values: dict[str, pd.Series], higher: bool, clusters: pd.Series,
+                      n_boot: int = 1000) -> list[_Pending]:
+    """Bold the best of ``cells`` and test every other method against it on the same samples (``values``:
+    label -> per-sample values); the tests join the table's family, marked by :func:`resolve_marks`."""
+    from editlab.bench.stats import paired_comparison
+
+    best = mark_best(cells, higher)
+    pending = []
+    for label, cell in cells.items():
+        if label in best or not np.isfinite(cell.value):
             continue
-        cells[k].worse = any(paired_winner(paired.get((metric, b, k))) == b for b in best)
+        for b in best:
+            test = paired_comparison(values[b], values[label], higher, n_boot=n_boot, clusters=clusters)
+            pending.append(_Pending(cell, b, test))
+    return pending
 
 
-def paired_winner(test: dict[str, Any] | None) -> str | None:
-    """The method a significant paired test found better (its label), else None."""
-    if test is None or not test.get("significant"):
-        return None
-    return {"a": test["method_a"], "b": test["method_b"]}.get(test.get("better"))
+def resolve_marks(family: list[_Pending], options: TableOptions) -> None:
+    """Correct the family's p-values together and dagger each cell whose test the best won significantly."""
+    from editlab.bench.stats import adjust_pvalues, is_significant
+
+    adjusted = adjust_pvalues([p.test["p_wilcoxon"] for p in family], options.correction)
+    for p, p_adj in zip(family, adjusted):
+        p.test["p_adjusted"] = float(p_adj)
+        # differences are best - other: the best won when the mean difference favours "a"
+        if is_significant(p.test, p_adj, options.alpha) and (p.test["mean_diff"] > 0) == p.test["higher"]:
+            p.cell.worse = True
 
 
-def build_model(run_dirs: list[Path] | list[LoadedRun]) -> TableModel:
-    """Load runs and build the main table with best / significance marks."""
+def _sample_frames(runs: list[LoadedRun], several: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(status of every scored sample, values of every successful edit) over ``runs``; with several datasets,
+    sample ids and source keys are qualified by the dataset so that paired tests never pair across datasets."""
+    status_rows, value_rows = [], []
+    for run in runs:
+        for rec in run.records:
+            if rec.get("scored") is False:  # e.g. the earlier turns of a final-turn evaluation
+                continue
+            sid = f"{run.dataset}/{rec['id']}" if several else rec["id"]
+            source = rec.get("source_key") or rec["id"]
+            source = f"{run.dataset}/{source}" if several else source
+            base = {"method": run.label, "dataset": run.dataset, "sample_id": sid, "source_key": source,
+                    "task_type": rec.get("task_type")}
+            status_rows.append(base | {"status": rec.get("status")})
+            if rec.get("status") != "ok":
+                continue
+            errors = rec.get("metric_errors") or {}
+            metrics = dict(rec.get("metrics") or {})
+            for name in errors:
+                metrics.setdefault(name, None)
+            for name, v in metrics.items():
+                value_rows.append(base | {"metric": name, "value": np.nan if v is None else float(v),
+                                          "metric_error": name in errors})
+    status = pd.DataFrame(status_rows, columns=["method", "dataset", "sample_id", "source_key", "task_type",
+                                                "status"])
+    raw = pd.DataFrame(value_rows, columns=["method", "dataset", "sample_id", "source_key", "task_type", "metric",
+                                            "value", "metric_error"])
+    raw["value"] = raw["value"].astype(float)
+    return status, raw
+
+
+def comparison_values(status: pd.DataFrame, raw: pd.DataFrame, defines: dict[tuple[str, str], set[str]],
+                      higher: dict[str, bool], worst: dict[str, float | None],
+                      options: TableOptions) -> tuple[pd.DataFrame, list[str]]:
+    """The per-sample values a table compares, after the failure policy (see :class:`TableOptions`).
+
+    For each dataset and metric, the methods are the runs that define the metric. ``common``: samples every one
+    of them edited with the metric computed (no metric error); ``worst``: samples every one of them attempted,
+    failures (edit errors, metric errors) scored with the metric's worst value. In both, a sample where the
+    metric is undefined (NaN, e.g. a background metric without a mask) for some method is left out for all.
+    Returns the long values (with ``filled``) and the metrics whose worst value had to be taken as observed."""
+    frames, observed = [], []
+    columns = ["method", "dataset", "sample_id", "source_key", "task_type", "metric", "value", "filled"]
+    for dataset, st in status.groupby("dataset", sort=True):
+        wide = st.pivot(index="sample_id", columns="method", values="status")
+        info = st.drop_duplicates("sample_id").set_index("sample_id")[["source_key", "task_type"]]
+        rv = raw[raw["dataset"] == dataset]
+        for metric in sorted(rv["metric"].unique()):
+            methods = sorted(m for m in wide.columns if metric in defines.get((dataset, m), set()))
+            if not methods:
+                continue
+            sub = rv[rv["metric"] == metric]
+            ws = wide[methods]
+            vals = sub.pivot(index="sample_id", columns="method", values="value").reindex(index=ws.index,
+                                                                                         columns=methods)
+            merr = sub.pivot(index="sample_id", columns="method", values="metric_error").reindex(
+                index=ws.index, columns=methods).fillna(False).astype(bool)
+            if options.failures == "common":
+                keep = (ws == "ok").all(axis=1) & ~merr.any(axis=1)
+                filled = pd.DataFrame(False, index=ws.index, columns=methods)
+            else:
+                keep = ws.isin(["ok", "error"]).all(axis=1)
+                filled = (ws == "error") | merr
+                value = worst.get(metric)
+                if value is None:
+                    finite = vals.to_numpy(dtype=float)
+                    finite = finite[np.isfinite(finite)]
+                    value = (finite.min() if higher.get(metric, True) else finite.max()) if finite.size else np.nan
+                    if filled[keep].to_numpy().any():
+                        observed.append(metric)
+                vals = vals.mask(filled, value)
+            vals, filled = vals[keep], filled[keep]
+            defined = np.isfinite(vals.to_numpy(dtype=float)).all(axis=1)
+            vals, filled = vals[defined], filled[defined]
+            if vals.empty:
+                continue
+            long = vals.stack().rename("value").reset_index()
+            long["filled"] = filled.stack().to_numpy()
+            long["dataset"], long["metric"] = dataset, metric
+            long = long.join(info, on="sample_id")
+            frames.append(long[columns])
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    out["value"] = out["value"].astype(float)
+    return out, sorted(set(observed))
+
+
+def _coverage(runs: list[LoadedRun], status: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Per dataset: the samples any run holds, the common set (edited by every run) and each run's missing."""
+    out: dict[str, dict[str, Any]] = {}
+    for dataset, st in status.groupby("dataset", sort=True):
+        wide = st.pivot(index="sample_id", columns="method", values="status")
+        labels = [r.label for r in runs if r.dataset == dataset]
+        common = int(((wide == "ok").all(axis=1) & (wide.notna().sum(axis=1) == len(labels))).sum())
+        missing = {r.label: int(r.results.get("missing") or 0) for r in runs if r.dataset == dataset}
+        out[dataset] = {"n_samples": int(len(wide)), "n_common": common, "missing": missing}
+    return out
+
+
+def _failures(run: LoadedRun) -> tuple[str, float]:
+    """The failure cell of a run (``err/attempted (rate)``, plus metric failures) and its rate."""
+    scored = [r for r in run.records if r.get("scored") is not False]
+    attempted = [r for r in scored if r.get("status") in ("ok", "error")]
+    failed = sum(r.get("status") == "error" for r in attempted)
+    metric_failed = sum(bool(r.get("metric_errors")) for r in attempted if r.get("status") == "ok")
+    if not attempted:
+        return "–", float("nan")
+    rate = failed / len(attempted)
+    text = f"{failed}/{len(attempted)}" + (f" ({100 * rate:.1f}%)" if failed else "")
+    if metric_failed:
+        text += f" +{metric_failed} metric"
+    missing = int(run.results.get("missing") or 0)
+    if missing:
+        text += f", {missing} missing"
+    return text, rate
+
+
+def build_model(run_dirs: list[Path] | list[LoadedRun], options: TableOptions | None = None) -> TableModel:
+    """Load runs and build the main table: values under the failure policy, best and significance marks."""
+    from editlab.bench.stats import summarize
+
+    options = options or TableOptions()
     runs = [r if isinstance(r, LoadedRun) else None for r in run_dirs]
     if any(r is None for r in runs):
         runs = load_runs([Path(d) for d in run_dirs])  # type: ignore[arg-type]
-    higher: dict[str, bool] = {}
-    scale: dict[str, float] = {}
-    dataset_level: set[str] = set()
-    for run in runs:
-        for name, d in run.definitions().items():
-            higher[name] = d.get("higher_is_better", True)
-            scale[name] = d.get("scale", 1.0)
-            if d.get("per_sample") is False:
-                dataset_level.add(name)
+    definitions = metric_definitions(runs)
+    higher = {n: d.get("higher_is_better", True) for n, d in definitions.items()}
+    scale = {n: d.get("scale", 1.0) for n, d in definitions.items()}
+    worst = {n: d.get("worst") for n, d in definitions.items()}
+    dataset_level = {n for n, d in definitions.items() if d.get("per_sample") is False}
     metric_names = sorted(set(higher) - dataset_level, key=_family_rank)
     several = len({run.dataset for run in runs}) > 1
-    long_rows = []
-    for run in runs:
-        for rec in run.records:
-            if rec.get("status") != "ok" or rec.get("scored") is False:  # unscored: e.g. a final turn's earlier turns
-                continue
-            # with several datasets, sample ids are qualified so that paired tests never pair across datasets
-            sid = f"{run.dataset}/{rec['id']}" if several else rec["id"]
-            for name, v in (rec.get("metrics") or {}).items():
-                long_rows.append({"method": run.label, "sample_id": sid, "task_type": rec.get("task_type"),
-                                  "metric": name, "value": np.nan if v is None else v})
-    long = pd.DataFrame(long_rows, columns=["method", "sample_id", "task_type", "metric", "value"])
-    long["value"] = long["value"].astype(float)
+    status, raw = _sample_frames(runs, several)
+    defines = {(run.dataset, run.label): set(run.definitions()) for run in runs}
+    long, observed = comparison_values(status, raw, defines, higher, worst, options)
     long.attrs["higher"] = higher
-    paired = paired_table(long)
-    lookup = _paired_lookup(paired)
+    coverage = _coverage(runs, status)
+    paired = paired_table(long, options)
 
     composite = any(run.parts for run in runs)
     meta_columns = (["learning strategy"] + (["dataset"] if several else []) + ["method"]
-                    + (["inversion", "editor"] if composite else []))
+                    + (["inversion", "editor"] if composite else []) + ["n"])
     columns, families, metric_of = [], {}, {}
     for name in metric_names + sorted(dataset_level, key=_family_rank):
         col = _column(name, higher[name], scale[name])
@@ -382,23 +594,29 @@ def build_model(run_dirs: list[Path] | list[LoadedRun]) -> TableModel:
         columns.append(col)
         families[col] = "cost"
 
+    by_run = {key: sub for key, sub in long.groupby(["dataset", "method", "metric"], sort=False)}
     rows = []
     for run in runs:
         res = run.results
         parts = run.parts
-        meta = {"learning strategy": run.strategy, "dataset": run.dataset, "method": run.label}
+        meta = {"learning strategy": run.strategy, "dataset": run.dataset, "method": run.label,
+                "n": coverage.get(run.dataset, {}).get("n_common", 0)}
         if composite:
             meta |= {"inversion": parts[1] if parts else "", "editor": parts[0] if parts else ""}
         cells: dict[str, Cell] = {}
-        mine = long[long["method"] == run.label]
+        values: dict[str, pd.Series] = {}
         for name in metric_names:
             col = _column(name, higher[name], scale[name])
-            vals = mine.loc[mine["metric"] == name, "value"].to_numpy(dtype=float)
-            if name not in (res.get("metrics") or {}) and vals.size == 0:
+            mine = by_run.get((run.dataset, run.label, name))
+            if mine is None or mine.empty:
                 cells[col] = Cell("–")
                 continue
-            text, value = _fmt_ci(_agg(res, name, vals, higher[name]), scale[name])
+            agg = summarize(mine["value"].to_numpy(), higher[name], n_boot=options.n_boot,
+                            clusters=mine["source_key"].to_numpy())
+            text, value = _fmt_ci(agg, scale[name])
             cells[col] = Cell(text, value)
+            values[name] = mine.set_index("sample_id")["value"]
+        n_common = meta["n"]
         for name in sorted(dataset_level, key=_family_rank):
             col = _column(name, higher[name], scale[name])
             d = (res.get("dataset_metrics") or {}).get(name) or {}
@@ -409,49 +627,78 @@ def build_model(run_dirs: list[Path] | list[LoadedRun]) -> TableModel:
             text = f"{value * scale[name]:.4g}"
             if d.get("std") is not None and np.isfinite(d["std"]):
                 text += f" ± {d['std'] * scale[name]:.2g}"
+            if d.get("n") is not None and int(d["n"]) != n_common:
+                text += f" (n={int(d['n'])})"  # computed on the run's own successful edits, not the common set
             cells[col] = Cell(text, value * scale[name])
         agg = res.get("metrics") or {}
         t = agg.get("wall_time_s", {"mean": float("nan"), "std": 0, "n": 0})
         m = agg.get("peak_mem_mb", {"mean": float("nan"), "std": 0, "n": 0})
         cells["s/edit ↓"] = Cell(_fmt(t["mean"], t["std"], t["n"]), t["mean"] if t["n"] else float("nan"))
         cells["peak MB ↓"] = Cell("–" if m["n"] == 0 else f"{m['mean']:.0f}", m["mean"] if m["n"] else float("nan"))
+        text, rate = _failures(run)
+        cells["failed ↓"] = Cell(text, rate)
         c = res["counts"]
         cells["ok/err/n.a."] = Cell(f"{c['ok']}/{c['error']}/{c['not_applicable']}")
-        rows.append({"meta": meta, "cells": cells, "run": run})
+        rows.append({"meta": meta, "cells": cells, "run": run, "values": values})
 
     # a metric no run defines for any sample only widens the table
     columns = [c for c in columns if families[c] == "cost" or any(r["cells"][c].text != "–" for r in rows)]
     order = {s: i for i, s in enumerate(STRATEGY_ORDER)}
     rows.sort(key=lambda r: (order.get(r["meta"]["learning strategy"], len(order)), r["meta"]["dataset"],
                              r["meta"]["method"]))
+    family: list[_Pending] = []
     for col in columns:
-        if col == "ok/err/n.a.":
-            continue
         name = metric_of.get(col)
-        is_higher = higher[name] if name else False
         for dataset in sorted({r["meta"]["dataset"] for r in rows}):  # the best is the best on one dataset
-            cells = {r["meta"]["method"]: r["cells"][col] for r in rows if r["meta"]["dataset"] == dataset}
-            mark_best(cells, is_higher, name if name in metric_names else None, lookup)
+            here = [r for r in rows if r["meta"]["dataset"] == dataset]
+            cells = {r["meta"]["method"]: r["cells"][col] for r in here}
+            if name in metric_names:
+                values = {r["meta"]["method"]: r["values"].get(name, pd.Series(dtype=float)) for r in here}
+                clusters = long[long["dataset"] == dataset].drop_duplicates("sample_id").set_index(
+                    "sample_id")["source_key"]
+                pending = compare_with_best(cells, values, higher[name], clusters, options.n_boot)
+                for p in pending:
+                    p.test["higher"] = higher[name]
+                family += pending
+            elif name in dataset_level:
+                ns = {((r["run"].results.get("dataset_metrics") or {}).get(name) or {}).get("n") for r in here}
+                if len(ns) == 1:  # only like with like: the same number of edits in every run
+                    mark_best(cells, higher[name])
+            elif col in ("s/edit ↓", "peak MB ↓", "failed ↓"):
+                mark_best(cells, False)
+    resolve_marks(family, options)
     return TableModel(runs=[r["run"] for r in rows], meta_columns=meta_columns, columns=columns, families=families,
-                      rows=rows, long=long, paired=paired, higher=higher, scale=scale, metric_of=metric_of)
+                      rows=rows, long=long, paired=paired, higher=higher, scale=scale, metric_of=metric_of,
+                      options=options, raw=raw, status=status, coverage=coverage, worst_observed=observed)
 
 
 def build_table(run_dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(formatted table, numeric long table of per-sample values) over the given run folders."""
+    """(formatted table, long table of the compared per-sample values) over the given run folders."""
     model = build_model(run_dirs)
     return model.frame("markdown"), model.long
 
 
-def paired_table(long: pd.DataFrame) -> pd.DataFrame:
-    """Every pair of methods on every per-sample metric: paired bootstrap CI of the mean difference and a
-    Wilcoxon signed-rank p-value over the samples both methods edited (see :mod:`editlab.bench.stats`)."""
+def paired_table(long: pd.DataFrame, options: TableOptions | None = None) -> pd.DataFrame:
+    """Every pair of methods on every per-sample metric, per dataset, on the values the table compares: paired
+    bootstrap CI of the mean difference (cluster bootstrap by source image) and a Wilcoxon signed-rank
+    p-value, corrected over all rows of a dataset (see :mod:`editlab.bench.stats`)."""
     from editlab.bench.stats import pairwise_table
 
+    options = options or TableOptions()
     if long.empty or long["method"].nunique() < 2:
         return pd.DataFrame()
     higher = long.attrs.get("higher", {})
-    return pairwise_table(long[["method", "sample_id", "metric", "value"]], {m: higher.get(m, True) for m in
-                                                                            long["metric"].unique()})
+    frames = []
+    for dataset, sub in long.groupby("dataset", sort=True):
+        if sub["method"].nunique() < 2:
+            continue
+        clusters = sub.drop_duplicates("sample_id").set_index("sample_id")["source_key"]
+        table = pairwise_table(sub[["method", "sample_id", "metric", "value"]],
+                               {m: higher.get(m, True) for m in sub["metric"].unique()}, clusters=clusters,
+                               correction=options.correction, alpha=options.alpha, n_boot=options.n_boot)
+        table.insert(0, "dataset", dataset)
+        frames.append(table)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -460,11 +707,15 @@ def paired_table(long: pd.DataFrame) -> pd.DataFrame:
 def _pick_metric(long: pd.DataFrame, metric: str | None) -> str | None:
     if long.empty:
         return None
-    finite = long[np.isfinite(long["value"])]
-    available = list(dict.fromkeys(finite["metric"])) or list(dict.fromkeys(long["metric"]))
     if metric is not None:
         return metric
-    return next((m for m in TASK_METRIC_PREFERENCE if m in available), available[0])
+    finite = long[np.isfinite(long["value"])]
+    available = list(dict.fromkeys(finite["metric"])) or list(dict.fromkeys(long["metric"]))
+    for pref in TASK_METRIC_PREFERENCE:
+        hit = next((a for a in available if _is_metric(a, pref)), None)
+        if hit is not None:
+            return hit
+    return available[0]
 
 
 def task_table(long: pd.DataFrame, metric: str | None = None) -> tuple[str | None, pd.DataFrame]:
@@ -483,41 +734,41 @@ def task_table(long: pd.DataFrame, metric: str | None = None) -> tuple[str | Non
     return metric, pivot.round(3)
 
 
-def task_cells(long: pd.DataFrame, metric: str, pivot: pd.DataFrame, higher: bool,
-               scale: float = 1.0) -> dict[tuple[str, str], Cell]:
-    """Cells of the per-task table: scaled mean, best per task type, and paired tests against that best
-    over the task type's samples."""
-    from editlab.bench.stats import paired_comparison
-
+def task_cells(long: pd.DataFrame, metric: str, pivot: pd.DataFrame, higher: bool, scale: float = 1.0,
+               options: TableOptions | None = None) -> dict[tuple[str, str], Cell]:
+    """Cells of the per-task table: scaled mean, best per task type, and paired tests against that best over
+    the task type's samples, corrected as one family over the whole per-task table."""
+    options = options or TableOptions()
     cells: dict[tuple[str, str], Cell] = {}
     sub = long[(long["metric"] == metric) & long["value"].notna()]
+    family: list[_Pending] = []
     for fam, task in pivot.columns:
         col: dict[str, Cell] = {}
         for method in pivot.index:
             v = pivot.loc[method, (fam, task)]
             value = float(v) * scale if pd.notna(v) else float("nan")
             col[method] = Cell("–" if not np.isfinite(value) else f"{value:.{_digits(value)}f}", value)
-        mark_best(col, higher)
-        best = [m for m, c in col.items() if c.best]
         in_task = sub[sub["task_type"] == task]
-        for method, cell in col.items():
-            if cell.best or not np.isfinite(cell.value) or not best:
-                continue
-            mine = in_task[in_task["method"] == method].set_index("sample_id")["value"]
-            for b in best:
-                theirs = in_task[in_task["method"] == b].set_index("sample_id")["value"]
-                if paired_comparison(theirs, mine, higher)["better"] == "a":  # the best won, significantly
-                    cell.worse = True
+        values = {m: in_task[in_task["method"] == m].set_index("sample_id")["value"] for m in col}
+        clusters = in_task.drop_duplicates("sample_id").set_index("sample_id")["source_key"]
+        pending = compare_with_best(col, values, higher, clusters, options.n_boot)
+        for p in pending:
+            p.test["higher"] = higher
+        family += pending
         for method, cell in col.items():
             cells[(method, task)] = cell
+    resolve_marks(family, options)
     return cells
 
 
 def grid_table(model: TableModel, metric: str, dataset: str | None = None) -> pd.DataFrame:
     """Inversion (rows) x editor (columns) grid of one metric's mean (scaled) on one dataset (default: the only
-    one): best cell in bold, a dagger where the paired test against the best is significant."""
+    one), on the table's values: best cell in bold, a dagger where the best won the paired test (corrected as
+    one family over the grid)."""
     cells: dict[str, Cell] = {}
+    values: dict[str, pd.Series] = {}
     where: dict[str, tuple[str, str]] = {}
+    long = model.long[model.long["metric"] == metric]
     for row in model.rows:
         parts = row["run"].parts
         label = row["meta"]["method"]
@@ -525,15 +776,22 @@ def grid_table(model: TableModel, metric: str, dataset: str | None = None) -> pd
             continue
         if not parts or parts[::-1] in where.values():
             continue
-        vals = model.long[(model.long["method"] == label) & (model.long["metric"] == metric)]["value"].dropna()
-        if vals.empty:
+        mine = long[long["method"] == label].set_index("sample_id")["value"].dropna()
+        if mine.empty:
             continue
-        value = vals.mean() * model.scale.get(metric, 1.0)
+        value = mine.mean() * model.scale.get(metric, 1.0)
         cells[label] = Cell(f"{value:.{_digits(value)}f}", value)
+        values[label] = mine
         where[label] = (parts[1], parts[0])
     if len(cells) < 2:
         return pd.DataFrame()
-    mark_best(cells, model.higher.get(metric, True), metric, _paired_lookup(model.paired))
+    higher = model.higher.get(metric, True)
+    sub = long[long["method"].isin(list(cells))]
+    clusters = sub.drop_duplicates("sample_id").set_index("sample_id")["source_key"]
+    pending = compare_with_best(cells, values, higher, clusters, model.options.n_boot)
+    for p in pending:
+        p.test["higher"] = higher
+    resolve_marks(pending, model.options)
     inversions = sorted({i for i, _ in where.values()})
     editors = sorted({e for _, e in where.values()})
     out = pd.DataFrame("–", index=pd.Index(inversions, name="inversion"), columns=pd.Index(editors, name="editor"))
@@ -641,11 +899,11 @@ def _model_html(model: TableModel) -> str:
 
 
 def _tasks_render(long: pd.DataFrame, metric: str, tasks: pd.DataFrame, higher: bool,
-                  scale: float) -> tuple[str, str, str, pd.DataFrame]:
+                  scale: float, options: TableOptions) -> tuple[str, str, str, pd.DataFrame]:
     """(markdown, latex, html, csv frame) of the per-task table."""
     from editlab.reports.html import cell_html, esc
 
-    cells = task_cells(long, metric, tasks, higher, scale)
+    cells = task_cells(long, metric, tasks, higher, scale, options)
     flat_cols = [f"{fam} · {task}" for fam, task in tasks.columns]
     md_rows = [[m] + [cells[(m, t)].markdown() for _, t in tasks.columns] for m in tasks.index]
     md = pd.DataFrame(md_rows, columns=["method", *flat_cols]).to_markdown(index=False)
@@ -670,29 +928,69 @@ def _tasks_render(long: pd.DataFrame, metric: str, tasks: pd.DataFrame, higher: 
 
 
 def numeric_table(model: TableModel) -> pd.DataFrame:
-    """Long numeric summary (unscaled): one row per method and metric, with CI and worst decile."""
+    """Long numeric summary (unscaled): one row per method and metric. ``mean`` ... ``worst_decile`` are over the
+    run's own successful edits; ``*_compared`` over the values the table compares (its failure policy)."""
+    from editlab.bench.stats import summarize
+
+    grouped = {key: sub for key, sub in model.long.groupby(["dataset", "method", "metric"], sort=False)}
     rows = []
     for row in model.rows:
         run = row["run"]
         parts = run.parts
         for name, agg in sorted((run.results.get("metrics") or {}).items()):
+            compared = grouped.get((run.dataset, run.label, name))
+            cmp = summarize(compared["value"].to_numpy(), model.higher.get(name, True), n_boot=model.options.n_boot,
+                            clusters=compared["source_key"].to_numpy()) if compared is not None else {}
             rows.append({
                 "method": run.label, "learning_strategy": run.strategy, "dataset": run.dataset,
                 "inversion": parts[1] if parts else None, "editor": parts[0] if parts else None,
                 "metric": name, "family": metric_family(name), "higher_is_better": model.higher.get(name, False),
                 "scale": model.scale.get(name, 1.0),
                 **{k: agg.get(k) for k in ("mean", "std", "n", "nan", "ci_low", "ci_high", "worst_decile")},
+                "failures": model.options.failures,
+                **{f"{k}_compared": cmp.get(k) for k in ("mean", "n", "ci_low", "ci_high")},
+                "filled_compared": int(compared["filled"].sum()) if compared is not None else 0,
             })
     return pd.DataFrame(rows)
 
 
-def render_tables(run_dirs: list[Path], out_dir: Path | None = None, task_metric: str | None = None) -> dict[str, str]:
+#: Widest terminal table ``editlab run`` prints.
+TERMINAL_WIDTH = 120
+
+
+def terminal_table(model: TableModel, width: int = TERMINAL_WIDTH, limit: int = 6) -> str:
+    """The compact table ``editlab run`` prints: method, the headline columns of the metric set (one per family,
+    at most ``limit``, as many as fit in ``width`` characters, the least important dropped first), failures
+    and seconds per edit. Marks as in the full table (*best*, †); the full table is in the files."""
+    if not model.rows:
+        return "(no results)"
+    column_of = {m: c for c, m in model.metric_of.items()}
+    headline = [column_of[m] for m in main_metrics(model.long, limit=limit) if column_of.get(m) in model.columns]
+    names = ["method"] + (["dataset"] if "dataset" in model.meta_columns else []) + ["n"]
+
+    def render(cols: list[str]) -> str:
+        data = [[str(r["meta"][c]) for c in names] + [r["cells"][c].markdown().replace("**", "*") for c in cols]
+                for r in model.rows]
+        return pd.DataFrame(data, columns=names + cols).to_markdown(index=False, tablefmt="simple")
+
+    tail = ["failed ↓", "s/edit ↓"]
+    cols = headline + tail
+    text = render(cols)
+    while headline and max(len(line) for line in text.splitlines()) > width:
+        headline = headline[:-1]
+        text = render(headline + tail)
+    return text
+
+
+def render_tables(run_dirs: list[Path], out_dir: Path | None = None, task_metric: str | None = None,
+                  options: TableOptions | None = None) -> dict[str, str]:
     """Render the comparison tables as Markdown, CSV, LaTeX and HTML; write them to ``out_dir``.
 
     Returns ``markdown`` (everything: main table, per-task table, inversion x editor grids, paired-test
-    summary, paper comparison), ``csv`` and ``latex`` (the main table) and ``html`` (a full page).
+    summary, paper comparison), ``csv`` and ``latex`` (the main table), ``html`` (a full page) and
+    ``terminal`` (the compact table ``editlab run`` prints).
     """
-    return render_model(build_model(run_dirs), out_dir, task_metric)
+    return render_model(build_model(run_dirs, options), out_dir, task_metric)
 
 
 def render_model(model: TableModel, out_dir: Path | None = None, task_metric: str | None = None) -> dict[str, str]:
@@ -706,8 +1004,8 @@ def render_model(model: TableModel, out_dir: Path | None = None, task_metric: st
     html_parts = [f"<h2>Methods by learning strategy</h2>{_model_html(model)}"]
     if len(model.rows) > 1:
         groups = "; ".join(f"{fam}: {', '.join(cols)}" for fam, cols in _family_groups(model.columns, model.families))
-        md += f"\n\n{SIGNIFICANCE_NOTE}. Column groups: {groups}"
-        html_parts.append(f"<p class=note>{_note_html()}</p>")
+        md += f"\n\n{model.note()}. Column groups: {groups}"
+        html_parts.append(f"<p class=note>{_esc(model.note().replace('**', ''))}</p>")
     out = {"csv": model.frame("plain").to_csv(index=False), "latex": _model_latex(model)}
     files: dict[str, str] = {}
 
@@ -716,7 +1014,8 @@ def render_model(model: TableModel, out_dir: Path | None = None, task_metric: st
         arrow = "↑" if model.higher.get(metric, True) else "↓"
         k = model.scale.get(metric, 1.0)
         suffix = f" (×1e{int(round(np.log10(k)))})" if k != 1.0 else ""
-        t_md, t_tex, t_html, t_csv = _tasks_render(long, metric, tasks, model.higher.get(metric, True), k)
+        t_md, t_tex, t_html, t_csv = _tasks_render(long, metric, tasks, model.higher.get(metric, True), k,
+                                                   model.options)
         title = f"Per task type: mean {metric}{suffix} {arrow}"
         md += f"\n\n{title}\n\n{t_md}"
         html_parts.append(f"<h2>{_esc(title)}</h2>{t_html}")
@@ -736,10 +1035,11 @@ def render_model(model: TableModel, out_dir: Path | None = None, task_metric: st
     paired = model.paired
     if not paired.empty:
         sig = paired[paired["significant"]]
-        md += f"\n\nPaired comparisons (bootstrap 95% CI and Wilcoxon, same samples): {len(sig)} of {len(paired)} "
-        md += "method pairs x metrics differ significantly; see paired.csv"
-        html_parts.append(f"<h2>Paired comparisons</h2><p>{len(sig)} of {len(paired)} method pairs × metrics differ "
-                          "significantly (paired.csv lists all).</p>")
+        text = (f"Paired comparisons (cluster bootstrap 95% CI and Wilcoxon on the compared samples, "
+                f"{model.options.correction} correction over all pairs x metrics of a dataset, alpha "
+                f"{model.options.alpha:g}): {len(sig)} of {len(paired)} method pairs x metrics differ significantly")
+        md += f"\n\n{text}; see paired.csv"
+        html_parts.append(f"<h2>Paired comparisons</h2><p>{_esc(text)} (paired.csv lists all).</p>")
 
     comparison = compare_with_papers(model.runs)
     if comparison is not None:
@@ -750,6 +1050,7 @@ def render_model(model: TableModel, out_dir: Path | None = None, task_metric: st
 
     out["markdown"] = md
     out["html"] = page("Comparison tables", "".join(html_parts))
+    out["terminal"] = terminal_table(model)
     if out_dir is not None:
         out_dir = Path(out_dir)
         if not paired.empty:
@@ -770,12 +1071,6 @@ def _esc(text: str) -> str:
     from editlab.reports.html import esc
 
     return esc(text)
-
-
-def _note_html() -> str:
-    return ("<strong>bold</strong>: best mean of the column; †: significantly worse than that best (paired bootstrap "
-            "95% CI of the mean difference excludes 0 and Wilcoxon p &lt; 0.05, samples both edited); ± is the "
-            "half-width of the bootstrap 95% CI of the mean.")
 
 
 def _grid_html(grid: pd.DataFrame) -> str:

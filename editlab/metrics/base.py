@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,36 @@ from torchmetrics import Metric
 
 class MetricUnavailable(RuntimeError):
     """A metric cannot be built here (its weights are missing); it is skipped and the reason recorded."""
+
+
+#: Short tags of well-known models, used in column names (``clip_score[vit-l14]``); other models are tagged by
+#: their folder or hub-id basename.
+MODEL_TAGS = {
+    "weights/shapesworld/clip": "sw-clip",
+    "openai/clip-vit-large-patch14": "vit-l14",
+    "openai/clip-vit-base-patch32": "vit-b32",
+    "openai/clip-vit-base-patch16": "vit-b16",
+    "laion/CLIP-ViT-H-14-laion2B-s32B-b79K": "vit-h14-laion2b",
+    "torchhub:dino_vitb8": "dino_vitb8",
+    "torchhub:dino_vits8": "dino_vits8",
+    "torchhub:dino_vitb16": "dino_vitb16",
+    "facebook/dino-vitb8": "dino-vitb8",
+    "facebook/dino-vits16": "dino-vits16",
+    "inception": "inception",
+}
+
+
+def model_tag(model: str) -> str:
+    """The tag a column name carries for ``model`` (a folder, hub id or ``torchhub:NAME``)."""
+    key = str(model).rstrip("/")
+    if key in MODEL_TAGS:
+        return MODEL_TAGS[key]
+    for known, tag in MODEL_TAGS.items():  # an absolute path to a known folder, e.g. <repo>/weights/shapesworld/clip
+        if "/" in known and key.endswith("/" + known):
+            return tag
+    if key.startswith("torchhub:"):
+        return key.split(":", 1)[1]
+    return Path(key).name or key
 
 
 @dataclass
@@ -79,6 +110,9 @@ class EditMetric(Metric):
     #: Tables print ``value * scale`` (PIE-Bench prints structure x10^3, LPIPS x10^3, MSE x10^4, SSIM x10^2).
     scale: float = 1.0
     higher_is_better: bool = True
+    #: The metric's worst possible value (what a failed edit scores under ``report.failures=worst``); ``None``
+    #: when unbounded (then the worst value observed in the comparison is used, and the table says so).
+    worst: float | None = None
     is_differentiable = False
     full_state_update = False
 
@@ -108,8 +142,13 @@ class EditMetric(Metric):
             "mode": self.mode,
             "scale": self.scale,
             "higher_is_better": self.higher_is_better,
+            "worst": self.worst,
             **self.extra_description(),
         }
 
     def extra_description(self) -> dict[str, Any]:
         return {}
+
+    def weight_files(self) -> list[Path]:
+        """Local weight files this metric computes with (their hashes are recorded with the results)."""
+        return []

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from editlab import ROOT
-from editlab.metrics.base import EditBatch, EditMetric, MetricUnavailable
+from editlab.files import model_weight_files
+from editlab.metrics.base import EditBatch, EditMetric, MetricUnavailable, model_tag
 
 DEFAULT_CLIP = "weights/shapesworld/clip"
 
@@ -28,13 +29,18 @@ def _features(output: Any) -> torch.Tensor:
     return output.pooler_output
 
 
+def _resolve_clip(model: str) -> str:
+    """A folder relative to the repository root, or the model string as given (hub id, absolute path)."""
+    path = Path(model)
+    return str(ROOT / path) if not path.is_absolute() and (ROOT / path).exists() else model
+
+
 @functools.lru_cache(maxsize=4)
 def load_clip(model: str) -> tuple[Any, Any, str]:
     """Load ``CLIPModel`` + ``CLIPProcessor`` from a folder (relative to the repo root allowed) or hub id."""
     from transformers import CLIPModel, CLIPProcessor
 
-    path = Path(model)
-    source = str(ROOT / path) if not path.is_absolute() and (ROOT / path).exists() else model
+    source = _resolve_clip(model)
     try:
         clip = CLIPModel.from_pretrained(source).eval()
         processor = CLIPProcessor.from_pretrained(source)
@@ -52,12 +58,18 @@ def strip_brackets(prompt: str) -> str:
 
 
 class _CLIPMetric(EditMetric):
-    """Shared CLIP plumbing: image and text embeddings from one cached model."""
+    """Shared CLIP plumbing: image and text embeddings from one cached model. The column name carries the
+    model's tag (``clip_score[sw-clip]``, ``clip_score[vit-l14]``): scores of different CLIP models are never
+    one column."""
 
     def __init__(self, model: str = DEFAULT_CLIP, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.model_name = model
         self.clip, self.processor, self.source = load_clip(model)
+        self.name = f"{type(self).name}[{model_tag(model)}]"
+
+    def weight_files(self) -> list[Path]:
+        return model_weight_files(self.source)
 
     @torch.no_grad()
     def image_embeds(self, images: torch.Tensor) -> torch.Tensor:
@@ -83,6 +95,7 @@ class CLIPScoreMetric(_CLIPMetric):
     name = "clip_score"
     definition = "100 * max(cos(CLIP image embedding of the edit, CLIP text embedding of the target prompt), 0)"
     higher_is_better = True
+    worst = 0.0
 
     def _images(self, batch: EditBatch) -> torch.Tensor | None:
         return batch.edited
@@ -124,6 +137,7 @@ class CLIPDirectional(_CLIPMetric):
     name = "clip_dir"
     definition = "cos(E_img(edit) - E_img(source), E_txt(target prompt) - E_txt(source prompt))"
     higher_is_better = True
+    worst = -1.0
 
     def per_sample(self, batch: EditBatch) -> torch.Tensor:
         out = torch.full((len(batch),), float("nan"))
@@ -141,15 +155,17 @@ class CLIPImageSimilarity(_CLIPMetric):
     """CLIP-I: cosine similarity of image embeddings, edit vs source (``reference=source``) or vs the
     ground-truth target (``reference=target``, fidelity; NaN when the dataset has none)."""
 
+    name = "clip_i"
     definition = "cos(E_img(edit), E_img(source or ground-truth target image))"
     higher_is_better = True
+    worst = -1.0
 
     def __init__(self, model: str = DEFAULT_CLIP, reference: str = "source", **kwargs: Any) -> None:
         super().__init__(model=model, **kwargs)
         if reference not in ("source", "target"):
             raise ValueError(f"reference must be 'source' or 'target', got '{reference}'")
         self.reference = reference
-        self.name = "clip_i" if reference == "source" else "gt_clip_i"
+        self.name = f"{'clip_i' if reference == 'source' else 'gt_clip_i'}[{model_tag(model)}]"
         self.definition = f"cos(E_img(edit), E_img({reference} image))"
 
     def per_sample(self, batch: EditBatch) -> torch.Tensor:

@@ -7,11 +7,15 @@ grow with N) with a configurable feature extractor:
 - a CLIP folder (default: editlab's ShapesWorld CLIP, offline): L2-normalised projected image embeddings.
 
 The reference set is the ground-truth targets when the dataset has them (``reference: target``), else the
-source images. The extractor is part of the recorded metric name, e.g. ``fid[clip]``.
+source images. The column name says what computed it: feature extractor, resize mode and reference set, e.g.
+``fid[sw-clip,bicubic-aa,vs-target]``. KID draws subsets of ``min(N, 1000)`` images (torchmetrics' default
+size, capped by the run's size) unless ``kid_subset_size`` is given, which the name then carries
+(``kid[...,subset=50]``).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,8 +23,9 @@ import torch.nn.functional as F
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from editlab.metrics.base import EditBatch, MetricUnavailable
-from editlab.metrics.clip_score import _features, load_clip
+from editlab.files import model_weight_files
+from editlab.metrics.base import EditBatch, MetricUnavailable, model_tag
+from editlab.metrics.clip_score import _features, _resolve_clip, load_clip
 
 
 class CLIPFeatures(torch.nn.Module):
@@ -44,7 +49,8 @@ class CLIPFeatures(torch.nn.Module):
         return F.normalize(feats.float(), dim=-1)
 
 
-def _extractor(feature: str) -> tuple[Any, str]:
+def _extractor(feature: str) -> tuple[Any, str, str]:
+    """(torchmetrics feature argument, model tag, resize mode) of ``feature``."""
     if feature == "inception":
         try:
             FrechetInceptionDistance(feature=2048)
@@ -53,8 +59,8 @@ def _extractor(feature: str) -> tuple[Any, str]:
                 f"Inception features need the torch-fidelity package and its InceptionV3 weights ({err}); offline, "
                 "use feature=weights/shapesworld/clip"
             ) from err
-        return 2048, "inception"
-    return CLIPFeatures(feature), "clip" if feature.rstrip("/").endswith("clip") else feature
+        return 2048, "inception", "fidelity-bilinear299"
+    return CLIPFeatures(feature), model_tag(feature), "bicubic-aa"
 
 
 class DistributionMetric:
@@ -65,26 +71,35 @@ class DistributionMetric:
     per_sample_metric = False
     mode = "clean"
     scale = 1.0
-    version = "1"
+    version = "2"
+
+    #: torchmetrics' default KID subset size; a run of N < 1000 images uses N.
+    KID_SUBSET = 1000
 
     def __init__(self, kind: str = "fid", feature: str = "weights/shapesworld/clip", reference: str = "target",
-                 kid_subset_size: int = 50) -> None:
-        """``kind``: fid | kid; ``feature``: inception or a CLIP folder; ``reference``: target | source."""
+                 kid_subset_size: int | None = None) -> None:
+        """``kind``: fid | kid; ``feature``: inception or a CLIP folder; ``reference``: target | source;
+        ``kid_subset_size``: None = min(N, 1000), else that size (named in the column)."""
         if kind not in ("fid", "kid"):
             raise ValueError(f"unknown kind '{kind}', available: fid, kid")
         if reference not in ("target", "source"):
             raise ValueError(f"reference must be target or source, got '{reference}'")
-        extractor, tag = _extractor(feature)
+        extractor, tag, resize = _extractor(feature)
         self.kind, self.feature, self.reference, self.kid_subset_size = kind, feature, reference, kid_subset_size
-        self.name = f"{kind}[{tag}]"
+        self.resize = resize
+        subset = f",subset={kid_subset_size}" if kind == "kid" and kid_subset_size is not None else ""
+        self.name = f"{kind}[{tag},{resize},vs-{reference}{subset}]"
         self.definition = (
             f"torchmetrics {kind.upper()} between edited images and the {reference} images (source images when a "
-            f"sample has no target), features: {feature}"
+            f"sample has no target), features: {feature}, resized {resize}"
+            + (f", subsets of {kid_subset_size if kid_subset_size is not None else 'min(N, 1000)'} images"
+               if kind == "kid" else "")
         )
         if kind == "fid":
             self.metric = FrechetInceptionDistance(feature=extractor, normalize=True)
         else:
-            self.metric = KernelInceptionDistance(feature=extractor, normalize=True, subset_size=kid_subset_size)
+            self.metric = KernelInceptionDistance(feature=extractor, normalize=True,
+                                                  subset_size=kid_subset_size or self.KID_SUBSET)
         self.n = 0
 
     def reset(self) -> None:
@@ -103,15 +118,23 @@ class DistributionMetric:
         if n < 2:
             return {"value": float("nan"), "std": float("nan"), "n": n}
         if self.kind == "kid":
-            self.metric.subset_size = min(self.kid_subset_size, n)
+            subset = min(self.kid_subset_size or self.KID_SUBSET, n)
+            if self.kid_subset_size is not None and self.kid_subset_size > n:
+                return {"value": float("nan"), "std": float("nan"), "n": n,
+                        "error": f"KID subset size {self.kid_subset_size} exceeds the {n} images of this run"}
+            self.metric.subset_size = subset
         with torch.random.fork_rng():  # KID draws random subsets: seed them so reruns give identical values
             torch.manual_seed(0)
             out = self.metric.compute()
         if self.kind == "kid":
-            return {"value": float(out[0]), "std": float(out[1]), "n": n}
+            return {"value": float(out[0]), "std": float(out[1]), "n": n, "subset_size": subset}
         return {"value": float(out), "std": float("nan"), "n": n}
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "class": f"{type(self).__module__}.{type(self).__name__}",
                 "definition": self.definition, "version": self.version, "mode": self.mode, "scale": self.scale,
-                "higher_is_better": False, "backbone": self.feature, "per_sample": False}
+                "higher_is_better": False, "backbone": self.feature, "resize": self.resize,
+                "reference": self.reference, "kid_subset_size": self.kid_subset_size, "per_sample": False}
+
+    def weight_files(self) -> list[Path]:
+        return [] if self.feature == "inception" else model_weight_files(_resolve_clip(self.feature))

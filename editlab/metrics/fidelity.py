@@ -15,6 +15,7 @@ class TargetPSNR(EditMetric):
     name = "gt_psnr"
     definition = "PSNR (data range 1) of the edit against the ground-truth target; identical -> clipped to 100"
     higher_is_better = True
+    worst = 0.0
 
     def per_sample(self, batch: EditBatch) -> torch.Tensor:
         if batch.target is None:
@@ -27,6 +28,7 @@ class TargetSSIM(EditMetric):
     name = "gt_ssim"
     definition = "torchmetrics SSIM (gaussian 11, sigma 1.5, data range 1) of the edit against the ground-truth target"
     higher_is_better = True
+    worst = -1.0
 
     def per_sample(self, batch: EditBatch) -> torch.Tensor:
         if batch.target is None:

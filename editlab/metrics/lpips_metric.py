@@ -84,3 +84,10 @@ class LPIPSMetric(EditMetric):
 
     def extra_description(self) -> dict[str, Any]:
         return {"backbone": f"{self.net}{'-random' if self.random_backbone else '-imagenet'}"}
+
+    def weight_files(self) -> list[Path]:
+        import lpips
+
+        linear = Path(lpips.__file__).parent / "weights" / "v0.1" / f"{self.net}.pth"
+        backbone = [] if self.random_backbone else [backbone_weights_file(self.net)]
+        return [*backbone, linear]

@@ -30,6 +30,7 @@ class BackgroundMSE(EditMetric):
     name = "bg_mse"
     definition = "mean squared error (images in [0,1]) over pixels outside the edit mask"
     higher_is_better = False
+    worst = 1.0
 
     def per_sample(self, batch: EditBatch) -> torch.Tensor:
         keep = _background(batch)
@@ -42,6 +43,7 @@ class BackgroundPSNR(EditMetric):
     name = "bg_psnr"
     definition = "10*log10(1/MSE) over pixels outside the edit mask (data range 1); identical -> +inf clipped to 100"
     higher_is_better = True
+    worst = 0.0
 
     def per_sample(self, batch: EditBatch) -> torch.Tensor:
         keep = _background(batch)
@@ -55,6 +57,7 @@ class BackgroundSSIM(EditMetric):
     name = "bg_ssim"
     definition = "torchmetrics SSIM map (gaussian 11, sigma 1.5, data range 1) averaged over pixels outside the mask"
     higher_is_better = True
+    worst = -1.0
 
     def per_sample(self, batch: EditBatch) -> torch.Tensor:
         keep = _background(batch)

@@ -15,6 +15,7 @@ All inputs are the runner's [0, 1] tensors; PSNR, MSE and SSIM use torchmetrics 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -61,6 +62,7 @@ class PIEPSNR(_PIEUnedited):
     name = "pie_psnr_unedit"
     definition = "PIE-Bench psnr_unedit_part: torchmetrics PSNR (data range 1) of both images x (1 - mask), full frame"
     higher_is_better = True
+    worst = 0.0
 
     def _score(self, edited: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         return peak_signal_noise_ratio(edited, source, data_range=1.0, reduction="none", dim=(1, 2, 3))
@@ -70,6 +72,7 @@ class PIEMSE(_PIEUnedited):
     name = "pie_mse_unedit"
     definition = "PIE-Bench mse_unedit_part: mean squared error of both images x (1 - mask) over the full frame"
     higher_is_better = False
+    worst = 1.0
     scale = 1e4
 
     def _score(self, edited: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
@@ -77,13 +80,25 @@ class PIEMSE(_PIEUnedited):
 
 
 class PIESSIM(_PIEUnedited):
+    """SSIM as PIE-Bench's numbers were made: torchmetrics' SSIM map (Gaussian 11x11, sigma 1.5, reflect padding)
+    averaged after cropping 5 px from every side, as torchmetrics did until its change of September 2024
+    (v1.5 averages the whole map). The crop is done here, so the value does not depend on the installed version.
+    """
+
     name = "pie_ssim_unedit"
-    definition = "PIE-Bench ssim_unedit_part: torchmetrics SSIM (data range 1) of both images x (1 - mask), full frame"
+    definition = ("PIE-Bench ssim_unedit_part: SSIM (data range 1, Gaussian 11/1.5) map of both images x (1 - mask), "
+                  "averaged over the frame cropped by 5 px (torchmetrics < 1.5 semantics)")
     higher_is_better = True
+    worst = -1.0
     scale = 1e2
+    version = "2"
+    crop = 5  # (kernel_size - 1) // 2 of the 11x11 window
 
     def _score(self, edited: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
-        return structural_similarity_index_measure(edited, source, data_range=1.0, reduction="none")
+        _, full = structural_similarity_index_measure(edited, source, data_range=1.0, reduction="none",
+                                                      return_full_image=True)
+        c = self.crop
+        return full[..., c:-c, c:-c].flatten(1).mean(1)
 
 
 class PIELPIPS(_PIEUnedited):
@@ -95,13 +110,15 @@ class PIELPIPS(_PIEUnedited):
     def __init__(self, net: str = "squeeze", allow_random_backbone: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.lpips = LPIPSMetric(net=net, allow_random_backbone=allow_random_backbone)
-        if self.lpips.random_backbone:
-            self.name += "_randbackbone"
+        self.name = f"pie_lpips_unedit[{net}{'-randbackbone' if self.lpips.random_backbone else ''}]"
         self.definition = f"PIE-Bench lpips_unedit_part: {self.lpips.definition}, both images x (1 - mask)"
 
     @torch.no_grad()
     def _score(self, edited: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         return self.lpips.model(edited * 2 - 1, source * 2 - 1).flatten()
+
+    def weight_files(self) -> list[Path]:
+        return self.lpips.weight_files()
 
 
 class PIECLIPWhole(CLIPScoreMetric):
@@ -124,11 +141,18 @@ class PIECLIPEdited(CLIPEditedRegion):
     def _images(self, batch: EditBatch) -> torch.Tensor | None:
         return None if batch.mask is None else batch.edited * pie_mask(batch.mask)
 
+    def per_sample(self, batch: EditBatch) -> torch.Tensor:
+        # PIE's ``tgt_mask.sum() == 0`` test never fires: its mask_decode sets the image border, so an empty
+        # annotated mask is scored (on the border pixels), not NaN as editlab's clean ``clip_edited`` does.
+        return CLIPScoreMetric.per_sample(self, batch)
+
 
 class PIEStructure(StructureDistance):
-    definition = "PIE-Bench structure_distance: DINO ViT-B/8 last-block key self-similarity MSE, 0-255 input quirk"
+    definition = ("PIE-Bench structure_distance: DINO ViT-B/8 last-block key self-similarity MSE, 0-255 input, "
+                  "resized to 224 without antialiasing")
     mode = "pie"
     scale = 1e3
+    version = "2"
 
     def __init__(self, backbone: str = "torchhub:dino_vitb8", **kwargs: Any) -> None:
         super().__init__(backbone=backbone, mode="pie", **kwargs)

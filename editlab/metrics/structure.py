@@ -9,8 +9,10 @@ any transformers CLIP / ViT model) serves as the backbone; the backbone is part 
 Preprocessing modes:
 
 - ``clean``: images in [0, 1] resized to the backbone's input size and normalised with its own mean/std.
-- ``pie``: PIE-Bench's evaluate.py quirk: pixel values left in 0-255, resized (shorter side 224, or the
-  backbone's input size), then ImageNet normalisation applied to those 0-255 values.
+- ``pie``: PIE-Bench's evaluate.py quirk (cure-lab/PnPInversion ``evaluation/matrics_calculator.py``,
+  ``LossG.global_transform``): pixel values left in 0-255, resized with torchvision's ``Resize(224,
+  max_size=480)`` (shorter side 224, bilinear) *without antialiasing*, as torchvision resized tensors before
+  0.17 and PIE-Bench's environment did, then ImageNet normalisation applied to those 0-255 values.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from editlab import ROOT
-from editlab.metrics.base import EditBatch, EditMetric, MetricUnavailable
+from editlab.files import model_weight_files
+from editlab.metrics.base import EditBatch, EditMetric, MetricUnavailable, model_tag
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -110,8 +113,7 @@ class StructureDistance(EditMetric):
             self.extractor = _load_dino_hub(backbone.split(":", 1)[1])
         else:
             self.extractor = _KeyExtractor(_load_vision(backbone))
-        tag = backbone.split(":", 1)[1] if backbone.startswith("torchhub:") else Path(backbone).name or backbone
-        self.name = f"structure_dist[{tag}]"
+        self.name = f"structure_dist[{model_tag(backbone)}]"
         self.definition = (
             f"MSE between cosine self-similarity matrices of last-block ViT keys ({backbone}), {mode} preprocessing"
         )
@@ -123,8 +125,12 @@ class StructureDistance(EditMetric):
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> backbone input following the mode."""
         size = self.extractor.image_size
-        x = images * 255.0 if self.mode == "pie" else images
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        if self.mode == "pie":
+            from torchvision.transforms.functional import InterpolationMode, resize
+
+            x = resize(images * 255.0, [size], interpolation=InterpolationMode.BILINEAR, max_size=480, antialias=False)
+        else:
+            x = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         return (x - self.mean) / self.std
 
     def per_sample(self, batch: EditBatch) -> torch.Tensor:
@@ -134,6 +140,11 @@ class StructureDistance(EditMetric):
 
     def extra_description(self) -> dict[str, Any]:
         return {"backbone": self.backbone_name, "mode": self.mode}
+
+    def weight_files(self) -> list[Path]:
+        if self.backbone_name.startswith("torchhub:"):
+            return sorted((Path(torch.hub.get_dir()) / "checkpoints").glob("dino_*.pth"))
+        return model_weight_files(_resolve(self.backbone_name))
 
 
 def _resolve(path: str) -> str:

@@ -33,6 +33,7 @@ class EditAccuracy(_OracleMetric):
     name = "edit_acc"
     definition = "ShapesWorld oracle: 1 if the requested attribute of the edited object has its target value"
     higher_is_better = True
+    worst = 0.0
 
     def _score(self, image: np.ndarray, meta: dict) -> float:
         from editlab.datasets.shapesworld.oracle import edit_accuracy
@@ -44,6 +45,7 @@ class Preservation(_OracleMetric):
     name = "preservation"
     definition = "ShapesWorld oracle: fraction of the attributes that should not change which are unchanged"
     higher_is_better = True
+    worst = 0.0
 
     def _score(self, image: np.ndarray, meta: dict) -> float:
         from editlab.datasets.shapesworld.oracle import preservation

@@ -67,6 +67,12 @@ class Backbone:
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
+    def weight_files(self) -> list[Path]:
+        """The local weight files this backbone was loaded from (empty for components built in code)."""
+        from editlab.files import model_weight_files
+
+        return model_weight_files(self.source)
+
     def num_parameters(self) -> int:
         return sum(p.numel() for m in (self.vae, self.text_encoder, self.unet) for p in m.parameters())
 

@@ -33,6 +33,8 @@ class ReportOptions:
     rating_items: int = 100
     ratings: list[Path] = field(default_factory=list)
     rating_key: Path | None = None
+    #: How the tables compare methods (failure policy, correction, alpha): editlab.bench.tables.TableOptions.
+    table: Any = None
 
 
 def _by_dataset(runs: list[Any]) -> dict[str, list[Any]]:
@@ -48,7 +50,7 @@ def render_report(run_dirs: list[Path], out_dir: Path, options: ReportOptions | 
 
     options = options or ReportOptions()
     out_dir = Path(out_dir)
-    model = build_model(run_dirs)
+    model = build_model(run_dirs, options.table)
     tables = render_model(model, out_dir, options.task_metric)
     written: dict[str, list[Path]] = {"tables": sorted(p for p in out_dir.glob("table*") if p.is_file())}
     written["tables"] += [out_dir / n for n in ("paired.csv", "paper_comparison.md") if (out_dir / n).exists()]
@@ -56,7 +58,7 @@ def render_report(run_dirs: list[Path], out_dir: Path, options: ReportOptions | 
     several = len(groups) > 1
 
     def sub_model(runs: list[Any]) -> Any:
-        return model if not several else build_model(runs)
+        return model if not several else build_model(runs, options.table)
 
     if options.plots:
         from editlab.reports.plots import render_plots

@@ -1,10 +1,13 @@
-"""Published numbers beside ours.
+"""Published numbers beside ours, only like with like.
 
 Reference tables live as data in ``editlab/reports/data/*.yaml`` (values in the paper's printed units, each
-column with its ``scale`` and the editlab metric it corresponds to, plus the source citation). A run is compared
-with a reference row when all three match: the dataset (by alias), the method (inversion and editor, by alias)
-and the metric mode (e.g. ``pie``: PIE-Bench's evaluate.py, quirks included). The comparison lists, per column,
-the published value, ours in the same units with its bootstrap 95% CI, and the difference ours - paper.
+column with its ``scale``, the exact editlab column it corresponds to, and where each value was read). A run
+whose dataset (by alias) and method (inversion and editor, by alias) match a reference row is set beside it
+only when it was made like the paper's numbers (:func:`like_with_like`): the full dataset (the table's
+``n_samples``), the paper's backbone, its resolution, its metric definitions (exact column names, mode,
+definition versions) and its scoring input (PIE-Bench scored JPEG files). Then the comparison lists, per
+column, the published value, ours in the same units with its bootstrap 95% CI, and the difference ours -
+paper. Otherwise the report says which of these differ, and shows no difference.
 """
 
 from __future__ import annotations
@@ -73,21 +76,73 @@ def _ours(run: Any, metric: str, mode: str, scale: float) -> dict[str, Any] | No
             "ours_ci_high": None if hi is None else hi * scale, "ours_n": int(agg["n"])}
 
 
-def compare_runs(runs: list[Any], table: dict[str, Any]) -> pd.DataFrame:
-    """Long comparison of ``runs`` (:class:`editlab.bench.tables.LoadedRun`) with one reference table."""
+def _matches(run: Any, table: dict[str, Any]) -> list[dict[str, Any]]:
+    """The reference rows of ``table`` whose dataset and method ``run`` shares."""
     aliases = {_norm_dataset(a) for a in table.get("dataset_aliases", [])}
+    parts = run.parts
+    if _norm_dataset(run.dataset) not in aliases or not parts:
+        return []
+    editor, inversion = canonical(parts[0], EDITOR_ALIASES), canonical(parts[1], INVERSION_ALIASES)
+    return [ref for ref in table.get("rows", []) if (canonical(ref["editor"], EDITOR_ALIASES),
+                                                     canonical(ref["inversion"], INVERSION_ALIASES))
+            == (editor, inversion)]
+
+
+def like_with_like(run: Any, table: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """How ``run`` was made differently from the table's numbers: (differences that rule out the whole run,
+    {column key: difference} for columns computed differently). Columns the run lacks are not differences."""
+    req = table.get("requires") or {}
+    res = run.results
+    whole: list[str] = []
+    counts = res.get("counts") or {}
+    expected = counts.get("expected", counts.get("total"))
+    n = req.get("n_samples")
+    if n is not None and (expected != n or not res.get("complete", True)):
+        missing = "" if res.get("complete", True) else f", {res.get('missing')} not edited yet"
+        whole.append(f"dataset: {expected} samples{missing} (paper: all {n})")
+    backbone = res.get("backbone") or {}
+    aliases = {str(a).lower() for a in req.get("backbone_aliases", [])}
+    names = {str(backbone.get(k, "")).lower() for k in ("source", "name")} - {""}
+    if aliases and not (names & aliases):
+        whole.append(f"backbone: {backbone.get('source') or backbone.get('name') or '?'} "
+                     f"(paper: {req['backbone_aliases'][0]})")
+    resolution = res.get("resolution", backbone.get("resolution"))
+    if req.get("resolution") is not None and resolution != req["resolution"]:
+        whole.append(f"resolution: {resolution} (paper: {req['resolution']})")
+    quality = (res.get("metrics_input") or {}).get("jpeg_quality")
+    if "jpeg_quality" in req and quality != req["jpeg_quality"]:
+        whole.append(f"edits scored as {'PNG' if quality is None else f'JPEG q{quality}'} (paper: JPEG "
+                     f"q{req['jpeg_quality']}; metrics._input_.jpeg_quality={req['jpeg_quality']})")
+    definitions = run.definitions()
+    columns: dict[str, str] = {}
+    for key, col in table["columns"].items():
+        label, metric = col.get("label", key), col["metric"]
+        d = definitions.get(metric)
+        if d is None:
+            others = sorted(m for m in definitions if m.split("[")[0] == metric.split("[")[0])
+            if others:
+                columns[key] = f"{label}: column {', '.join(others)} (paper's: {metric})"
+            continue
+        if d.get("mode") != table.get("metric_mode"):
+            columns[key] = f"{label}: metric mode {d.get('mode')} (paper: {table.get('metric_mode')})"
+        elif col.get("version") is not None and str(d.get("version")) != str(col["version"]):
+            columns[key] = f"{label}: definition version {d.get('version')} (paper's: {col['version']})"
+    return whole, columns
+
+
+def compare_runs(runs: list[Any], table: dict[str, Any]) -> pd.DataFrame:
+    """Long comparison of the comparable ``runs`` (:class:`editlab.bench.tables.LoadedRun`) with one table."""
     mode = table.get("metric_mode")
+    sources = table.get("read_from_sources") or {}
     rows = []
     for run in runs:
-        parts = run.parts
-        if _norm_dataset(run.dataset) not in aliases or not parts:
+        whole, columns = like_with_like(run, table)
+        if whole:
             continue
-        editor, inversion = canonical(parts[0], EDITOR_ALIASES), canonical(parts[1], INVERSION_ALIASES)
-        for ref in table.get("rows", []):
-            if (canonical(ref["editor"], EDITOR_ALIASES), canonical(ref["inversion"], INVERSION_ALIASES)) != (
-                    editor, inversion):
-                continue
+        for ref in _matches(run, table):
             for key, col in table["columns"].items():
+                if key in columns:
+                    continue
                 published = (ref.get("values") or {}).get(key)
                 ours = _ours(run, col["metric"], mode, float(col.get("scale", 1.0)))
                 if published is None or ours is None:
@@ -102,8 +157,22 @@ def compare_runs(runs: list[Any], table: dict[str, Any]) -> pd.DataFrame:
                     "paper_in_ours_ci": (ours["ours_ci_low"] is not None and ours["ours_ci_high"] is not None
                                          and ours["ours_ci_low"] <= float(published) <= ours["ours_ci_high"]),
                     "backbone": (run.backbone or {}).get("name"),
+                    "read_from": sources.get((ref.get("read_from") or {}).get(key, "default"), ""),
                 })
     return pd.DataFrame(rows)
+
+
+def not_comparable(runs: list[Any], table: dict[str, Any]) -> dict[str, list[str]]:
+    """Runs matching a reference row by dataset and method but made differently (as a whole, or in some
+    columns): label -> the differences."""
+    out = {}
+    for run in runs:
+        if not _matches(run, table):
+            continue
+        whole, columns = like_with_like(run, table)
+        if whole or columns:
+            out[run.label] = whole + [f"not compared: {c}" for c in columns.values()]
+    return out
 
 
 def _fmt(v: float) -> str:
@@ -116,6 +185,15 @@ def compare_with_papers(runs: list[Any], data_dir: Path = DATA_DIR) -> PaperComp
 
     frames, md_parts, html_parts = [], [], []
     for table in reference_tables(data_dir):
+        blocked = not_comparable(runs, table)
+        if blocked:
+            title = f"Paper comparison: {table.get('name')}: made differently for {len(blocked)} run(s)"
+            items = [f"{label}: {'; '.join(diff)}" for label, diff in sorted(blocked.items())]
+            md_parts.append(f"{title} (no difference is shown where a run or column differs)\n\n"
+                            + "\n".join(f"- {item}" for item in items))
+            html_parts.append(f"<h2>{esc(title)}</h2><p>No difference is shown where a run or column differs "
+                              f"from how the paper's numbers were made.</p>"
+                              f"<ul>{''.join(f'<li>{esc(i)}</li>' for i in items)}</ul>")
         df = compare_runs(runs, table)
         if df.empty:
             continue
@@ -140,13 +218,15 @@ def compare_with_papers(runs: list[Any], data_dir: Path = DATA_DIR) -> PaperComp
         cite = f"Source: {' '.join(str(src.get('citation', '')).split())} {src.get('url', '')}".strip()
         setting = f"Paper setting: {src.get('setting', '?')}. Ours: backbone " + ", ".join(
             sorted({str(b) for b in df["backbone"]})) + f", n = {int(df['ours_n'].min())}–{int(df['ours_n'].max())}."
-        note = "†: the paper's value lies outside our bootstrap 95% CI of the mean."
+        note = ("†: the paper's value lies outside our bootstrap 95% CI of the mean. Values read from: "
+                + "; ".join(sorted(set(df["read_from"]) - {""})) + ".")
         md_parts.append(f"{title}\n\n{wide_df.to_markdown(index=False)}\n\n{note}\n{cite}\n{setting}")
         head = "".join(f"<th>{esc(c)}</th>" for c in wide_df.columns)
         body = "".join("<tr>" + "".join(f"<td>{esc(v)}</td>" for v in r) + "</tr>" for r in wide_df.itertuples(False))
         html_parts.append(f"<h2>{esc(title)}</h2><table class=\"results\"><thead><tr>{head}</tr></thead>"
                           f"<tbody>{body}</tbody></table><p class=note>{esc(note)}<br>{esc(cite)}<br>"
                           f"{esc(setting)}</p>")
-    if not frames:
+    if not md_parts:
         return None
-    return PaperComparison(pd.concat(frames, ignore_index=True), "\n\n".join(md_parts), "".join(html_parts))
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return PaperComparison(frame, "\n\n".join(md_parts), "".join(html_parts))
