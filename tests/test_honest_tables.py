@@ -327,3 +327,15 @@ def test_offline_stand_ins_and_old_definitions_are_never_compared(tmp_path: Path
         in md
     assert "not compared: Background SSIM: definition version 1 (paper's: 2)" in md
     assert set(comparison.frame["column"]) == {"Background PSNR"}  # the one column made like the paper's
+
+
+def test_tables_made_on_random_weights_say_so(tmp_path: Path) -> None:
+    ds = tmp_path / "results" / "exp" / "data"
+    write_exact_run(ds, "A", {"edit_acc": [1.0, 0.0]},
+                    results_extra={"backbone": {"name": "toy", "source": "toy(seed=0, random weights)"}})
+    write_exact_run(ds, "B", {"edit_acc": [1.0, 1.0]})
+    out = render_tables(find_runs([ds]))
+    assert out["terminal"].startswith("WARNING: A ran on a toy backbone with RANDOM weights")
+    assert "measure nothing" in out["markdown"] and "measure nothing" in out["html"]
+    single = render_tables([next(p.parent for p in ds.rglob("results.json") if p.parent.name.startswith("A-"))])
+    assert "RANDOM weights" in single["markdown"]

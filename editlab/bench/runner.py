@@ -445,8 +445,8 @@ def score_records(metrics: list[EditMetric], dataset: EditDataset, run_dir: Path
 # Aggregation
 # --------------------------------------------------------------------------------------------------------
 def aggregate(records: list[dict[str, Any]], higher: dict[str, bool]) -> dict[str, Any]:
-    """Counts, and per metric (plus runtime and peak memory): mean, std, n, NaN count, bootstrap 95% CI and
-    worst decile (see :func:`editlab.bench.stats.summarize`).
+    """Counts, and per metric (plus runtime and peak memory): mean, std, n, NaN count, bootstrap 95% CI (whole
+    source images resampled) and worst decile (see :func:`editlab.bench.stats.summarize`).
 
     Records with ``"scored": false`` are left out of the counts (``counts["unscored"]`` says how many, when
     any) and the metrics; runtime and peak memory cover every successful edit."""
@@ -465,7 +465,8 @@ def aggregate(records: list[dict[str, Any]], higher: dict[str, bool]) -> dict[st
         if name == "gpu_time_s" and all(v is None for v in raw):
             continue
         vals = np.array([np.nan if v is None else v for v in raw], dtype=float)
-        columns[name] = summarize(vals, higher.get(name, False))
+        sources = [r.get("source_key") or r["id"] for r in (ok if name in names else edits)]
+        columns[name] = summarize(vals, higher.get(name, False), clusters=sources)  # edits of one source: one cluster
     return {"counts": counts | {"total": len(scored)}, "metrics": columns}
 
 

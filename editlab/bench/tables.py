@@ -315,9 +315,19 @@ class TableModel:
             out.append(r)
         return pd.DataFrame(out, columns=[*self.meta_columns, *self.columns])
 
+    def random_weight_runs(self) -> list[str]:
+        """Runs made on components with random weights (the toy backbones): their numbers measure nothing."""
+        return [r.label for r in self.runs if "random weights" in str((r.backbone or {}).get("source", ""))]
+
+    def warning(self) -> str:
+        toy = self.random_weight_runs()
+        return (f"WARNING: {', '.join(toy)} ran on a toy backbone with RANDOM weights: these numbers check the code "
+                "path and measure nothing") if toy else ""
+
     def note(self) -> str:
         """The footnote every render of this table carries: policy, marks, coverage."""
-        parts = [self.options.note()]
+        parts = [self.warning()] if self.warning() else []
+        parts.append(self.options.note())
         if self.worst_observed:
             parts.append("worst value observed in this comparison used for: " + ", ".join(self.worst_observed))
         for dataset, cov in sorted(self.coverage.items()):
@@ -979,7 +989,7 @@ def terminal_table(model: TableModel, width: int = TERMINAL_WIDTH, limit: int = 
     while headline and max(len(line) for line in text.splitlines()) > width:
         headline = headline[:-1]
         text = render(headline + tail)
-    return text
+    return f"{model.warning()}\n{text}" if model.warning() else text
 
 
 def render_tables(run_dirs: list[Path], out_dir: Path | None = None, task_metric: str | None = None,
@@ -1002,6 +1012,9 @@ def render_model(model: TableModel, out_dir: Path | None = None, task_metric: st
     table = model.frame("markdown")
     md = table.to_markdown(index=False) if not table.empty else "(no results)"
     html_parts = [f"<h2>Methods by learning strategy</h2>{_model_html(model)}"]
+    if model.warning() and len(model.rows) <= 1:
+        md += f"\n\n{model.warning()}"
+        html_parts.append(f"<p class=note><strong>{_esc(model.warning())}</strong></p>")
     if len(model.rows) > 1:
         groups = "; ".join(f"{fam}: {', '.join(cols)}" for fam, cols in _family_groups(model.columns, model.families))
         md += f"\n\n{model.note()}. Column groups: {groups}"
