@@ -39,7 +39,6 @@ Masks are the source image with the edit region erased (transparent), as DALL-E 
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +55,7 @@ from editlab.datasets.folder import (
     read_json_file,
     resize_square,
 )
+from editlab.datasets.rows import csv_dict_rows, has_bad_text, json_entries, jsonl_rows
 from editlab.types import Sample, SampleError, TaskType
 
 MAGICBRUSH_HUB = "osunlp/MagicBrush"
@@ -140,18 +140,15 @@ class JsonlTable(HFTable):
 
     def __init__(self, source: Path) -> None:
         super().__init__(source)
-        if source.suffix == ".csv":
-            import pandas as pd
-
-            frame = pd.read_csv(source, dtype=str, keep_default_na=False)
-            self.rows = [{k: (v if v != "" else None) for k, v in r.items()} for r in frame.to_dict("records")]
-        else:
-            for n, line in enumerate(source.read_text(encoding="utf-8").splitlines(), start=1):
-                if line.strip():
-                    try:
-                        self.rows.append(json.loads(line))
-                    except json.JSONDecodeError as err:
-                        self.rows.append({"_problem": f"invalid JSON on line {n} ({err})"})
+        rows = csv_dict_rows(source)[1] if source.suffix == ".csv" else jsonl_rows(source)
+        for row in rows:
+            value = row.value if isinstance(row.value, dict) else {}
+            if row.problem or not isinstance(row.value, dict):
+                problem = row.problem or f"expected a JSON object, got {type(row.value).__name__}"
+                # the readable fields stay (they name the sample); the row itself is not used
+                value = {k: v for k, v in value.items() if not has_bad_text(k) and not has_bad_text(v)}
+                value["_problem"] = f"line {row.number}: {problem}"
+            self.rows.append(value)
 
     def image(self, index: int, column: str) -> Image.Image:
         return _decode_cell(self.rows[index].get(column), self.source.parent, self.describe(index, column))
@@ -380,8 +377,8 @@ class MagicBrushDataset(LocalBenchmark):
 
     def _read_sessions(self, path: Path) -> None:
         images = path.parent / "images"
-        sessions = read_json_file(path)
-        if not isinstance(sessions, dict):
+        kind, session_rows = json_entries(path)
+        if kind is not dict:
             raise DatasetFormatError(f"{path}: expected an object of img_id -> list of turns")
         captions = {}
         for name in ("global_descriptions.json", "local_descriptions.json"):
@@ -389,12 +386,12 @@ class MagicBrushDataset(LocalBenchmark):
             if file.is_file():
                 captions[name] = read_json_file(file)
         glob, local = captions.get("global_descriptions.json", {}), captions.get("local_descriptions.json", {})
-        for img_id, turns in sessions.items():
-            img_id = str(img_id)
-            if not isinstance(turns, list) or not turns:
+        for row in session_rows:
+            img_id, turns = (row.key if row.key is not None else f"entry{row.number}"), row.value
+            if row.problem or not isinstance(turns, list) or not turns:
                 sid = self._turn_id(img_id, 1) if self.per_turn else img_id
                 self.entries.setdefault(sid, _Entry(img_id))
-                self.issues.add(sid, f"{path}, session '{img_id}'", "expected a non-empty list of turns")
+                self.issues.add(sid, f"{path}, session '{img_id}'", row.problem or "expected a non-empty list of turns")
                 continue
             folder = images / img_id
             for k, t in enumerate(turns, start=1):
