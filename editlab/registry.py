@@ -47,6 +47,7 @@ METHODS = Registry(
         "drag": "editlab.methods.drag:SDEDrag",
         "imagic": "editlab.methods.imagic:Imagic",
         "edit": "editlab.methods.inversion_editing:InversionEditing",
+        "outputs": "editlab.methods.outputs:ImportedOutputs",
     },
 )
 
