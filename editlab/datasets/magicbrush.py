@@ -213,6 +213,62 @@ class ArrowTable(HFTable):
         return _decode_cell(self.data[index][column], self.source, self.describe(index, column))
 
 
+class ArrowFileTable(HFTable):
+    """Arrow stream files as the ``datasets`` library writes them (``<split>/data-00000-of-0000N.arrow``, what a hub
+    repo in "arrow" format holds); read with pyarrow, no ``datasets`` package needed."""
+
+    kind = "arrow-files"
+
+    def __init__(self, files: list[Path], image_columns: Iterable[str]) -> None:
+        super().__init__(files[0].parent)
+        self.files = files
+        self.image_columns = set(image_columns)
+        self._where: list[tuple[int, int]] = []
+        self._cache: tuple[int, str, list[Any]] | None = None
+        for fi, path in enumerate(files):
+            table = _read_arrow(path)
+            keep = [c for c in table.column_names if c not in self.image_columns]
+            for ri, rec in enumerate(table.select(keep).to_pylist()):
+                self.rows.append({k: (None if _isna(v) else v) for k, v in rec.items()})
+                self._where.append((fi, ri))
+
+    def image(self, index: int, column: str) -> Image.Image:
+        fi, ri = self._where[index]
+        if self._cache is None or self._cache[:2] != (fi, column):
+            table = _read_arrow(self.files[fi])
+            if column not in table.column_names:
+                raise SampleError(f"{self.files[fi]} has no column '{column}'")
+            self._cache = (fi, column, table.column(column).to_pylist())
+        return _decode_cell(self._cache[2][ri], self.files[fi].parent, self.describe(index, column))
+
+    def describe(self, index: int, column: str) -> str:
+        fi, ri = self._where[index]
+        return f"{self.files[fi]} row {ri} column '{column}'"
+
+
+def _read_arrow(path: Path) -> Any:
+    try:
+        import pyarrow as pa
+    except ImportError as err:
+        raise ImportError(f"reading {path} needs pyarrow: pip install pyarrow") from err
+    try:
+        with pa.memory_map(str(path)) as source:
+            return pa.ipc.open_stream(source).read_all()
+    except pa.ArrowInvalid:
+        with pa.memory_map(str(path)) as source:
+            return pa.ipc.open_file(source).read_all()
+
+
+def arrow_files(root: Path, split: str) -> list[Path]:
+    """``datasets``-written arrow shards of ``split`` (``<root>/<split>/*.arrow``, ``<root>/<split>-*.arrow``, ...)."""
+    for pattern in (f"{split}/*.arrow", f"data/{split}/*.arrow", f"{split}-*.arrow", f"data/{split}-*.arrow",
+                    f"*/{split}/*.arrow"):
+        files = sorted(p for p in root.glob(pattern) if not p.name.startswith("cache-"))
+        if files:
+            return files
+    return []
+
+
 def _isna(value: Any) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value))
 
@@ -229,7 +285,8 @@ def _read_parquet(path: Path, columns: list[str] | None = None) -> Any:
 def parquet_files(root: Path, split: str) -> list[Path]:
     """Parquet shards of ``split`` in the layouts the Hugging Face hub and its exports use."""
     for pattern in (f"data/{split}-*.parquet", f"data/{split}/*.parquet", f"{split}/*.parquet",
-                    f"{split}-*.parquet", f"{split}.parquet", f"data/{split}.parquet"):
+                    f"{split}-*.parquet", f"{split}.parquet", f"data/{split}.parquet",
+                    f"*/{split}/*.parquet"):  # the last: the hub's parquet conversion (default/<split>/0000.parquet)
         files = sorted(root.glob(pattern))
         if files:
             return files
@@ -246,6 +303,9 @@ def find_hf_table(root: Path, split: str, image_columns: Iterable[str] = IMAGE_C
     files = parquet_files(root, split)
     if files:
         return ParquetTable(files, image_columns)
+    arrow = arrow_files(root, split)
+    if arrow:
+        return ArrowFileTable(arrow, image_columns)
     if any((root / name).is_file() for name in ("dataset_dict.json", "state.json", f"{split}/state.json")):
         return ArrowTable(root, split, image_columns)
     return None
