@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fixtures_benchmarks import NEW_FIXTURE_WRITERS
+
 from editlab.datasets import prepare
 from editlab.datasets.editeval import EditEvalDataset, read_xlsx
 from editlab.datasets.folder import DatasetFormatError, FolderDataset
@@ -237,6 +239,7 @@ FIXTURE_WRITERS: dict[str, Callable[[Path], Path]] = {
     "imagenhub_text": write_imagenhub,
     "imagenhub_mask": write_imagenhub,
     "tedbench": write_tedbench,
+    **NEW_FIXTURE_WRITERS,
 }
 
 

@@ -73,7 +73,7 @@ class EmuEditDataset(LocalBenchmark):
         self.table: HFTable = table
         self.tasks: dict[str, TaskType | None] = {}
         for index, row in enumerate(self.table.rows):
-            where = f"{self.table.source}, row {index}"
+            where = self.table.where(index)
             sid = f"{row['idx']}" if row.get("idx") is not None else f"row{index}"
             if sid in self.entries:
                 sid = f"{sid}-row{index}"

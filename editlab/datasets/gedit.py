@@ -82,7 +82,7 @@ class GEditBenchDataset(LocalBenchmark):
 
     def _read(self) -> None:
         for index, row in enumerate(self.table.rows):
-            where = f"{self.table.source}, row {index}"
+            where = self.table.where(index)
             lang = str(row.get("instruction_language") or "")
             if self.language != "all" and lang and lang != self.language:
                 continue

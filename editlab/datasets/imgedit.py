@@ -74,6 +74,7 @@ class ImgEditDataset(LocalBenchmark):
             raise ValueError(f"unknown ImgEdit suite {suite!r}; valid: {', '.join(SUITES)}")
         super().__init__(root, split, task_types, limit, on_error)
         self.suite, self.size = suite, size
+        self.name = "imgedit" if suite == "basic" else "imgedit_uge"  # the dataset config and prepare name
         self.index_path = self.root / index if index else self._first(_INDEX[suite], Path.is_file)
         self.images_dir = self.root / images if images else self._first(_IMAGES[suite], Path.is_dir)
         self._read()

@@ -108,6 +108,10 @@ class HFTable:
     def describe(self, index: int, column: str) -> str:
         return f"{self.source} row {index} column '{column}'"
 
+    def where(self, index: int) -> str:
+        """The file and row of row ``index``, for messages."""
+        return f"{self.source}, row {index}"
+
 
 def _decode_cell(value: Any, base: Path | None, what: str) -> Image.Image:
     """A Hugging Face ``Image`` cell (dict with ``bytes``/``path``, raw bytes, a path or a PIL image)."""
@@ -187,6 +191,10 @@ class ParquetTable(HFTable):
         fi, ri = self._where[index]
         return f"{self.files[fi]} row {ri} column '{column}'"
 
+    def where(self, index: int) -> str:
+        fi, ri = self._where[index]
+        return f"{self.files[fi]}, row {ri}"
+
 
 class ArrowTable(HFTable):
     """A ``datasets.Dataset.save_to_disk`` folder; needs the optional ``datasets`` package."""
@@ -244,6 +252,10 @@ class ArrowFileTable(HFTable):
     def describe(self, index: int, column: str) -> str:
         fi, ri = self._where[index]
         return f"{self.files[fi]} row {ri} column '{column}'"
+
+    def where(self, index: int) -> str:
+        fi, ri = self._where[index]
+        return f"{self.files[fi]}, row {ri}"
 
 
 def _read_arrow(path: Path) -> Any:
