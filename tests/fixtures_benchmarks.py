@@ -125,7 +125,8 @@ def write_kris(root: Path) -> Path:
 
 RISE = [
     {"index": "temporal_reasoning_1", "category": "temporal_reasoning", "subtask": "Life Progression",
-     "instruction": "Draw it a year later.", "image": "temporal_reasoning_images/1.png", "reference": "A rotten banana."},
+     "instruction": "Draw it a year later.", "image": "temporal_reasoning_images/1.png",
+     "reference": "A rotten banana."},
     {"index": "logical_reasoning_1", "category": "logical_reasoning", "subtask": "Puzzle Solving",
      "instruction": "Draw the path in blue.", "image": "logical_reasoning_images/1.jpg",
      "reference_img": "logical_reasoning_images/1_ref.png"},

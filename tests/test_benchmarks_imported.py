@@ -16,7 +16,6 @@ from fixtures_benchmarks import (
     IMGEDIT_BASIC,
     emu_rows,
     gedit_rows,
-    png_cell,
     rgb,
     write_emu_edit,
     write_gedit,
@@ -59,7 +58,8 @@ def test_gedit_languages_subsets_and_fields(tmp_path: Path) -> None:
     assert sample.instruction == "en instruction k001" and sample.source_image.size == (48, 40)  # input_image
     assert sample.meta["gedit"] == {"key": "k001", "task_type": "color_alter", "language": "en", "intersection": True}
     assert GEditBenchDataset(str(root), source="input_image_raw").load("k001_en").source_image.size == (96, 80)
-    assert len(GEditBenchDataset(str(root), language="cn")) == 3 and len(GEditBenchDataset(str(root), language="all")) == 6
+    assert len(GEditBenchDataset(str(root), language="cn")) == 3
+    assert len(GEditBenchDataset(str(root), language="all")) == 6
     assert GEditBenchDataset(str(root), subset="intersection").ids() == ["k001_en", "k003_en"]
 
 
@@ -75,7 +75,7 @@ def test_gedit_arrow_files_and_malformed_rows(tmp_path: Path) -> None:
     folder.mkdir(parents=True)
     with pa.OSFile(str(folder / "data-00000-of-00001.arrow"), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as w:
         w.write_table(table)
-    with pytest.raises(DatasetFormatError, match=r"data-00000-of-00001.arrow, row 1: unknown task_type 'subject-teleport'"):
+    with pytest.raises(DatasetFormatError, match=r"00001.arrow, row 1: unknown task_type 'subject-teleport'"):
         GEditBenchDataset(str(tmp_path / "g"))
     ds = GEditBenchDataset(str(tmp_path / "g"), on_error="skip")
     assert isinstance(ds.table, ArrowFileTable) and len(ds) == 4
@@ -292,7 +292,8 @@ def test_outputs_flat_missing_corrupt_and_resized(tmp_path: Path) -> None:
     target.save(out / "good0.png")
     rgb(32, 48, 6).save(out / "good1.jpg")
     (out / "good2.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    method = _imported(out, label="mine", taxonomy={"learning_strategy": "training-free", "conditions": ["prompt pair"]})
+    taxonomy = {"learning_strategy": "training-free", "conditions": ["prompt pair"]}
+    method = _imported(out, label="mine", taxonomy=taxonomy)
     assert method.taxonomy.learning_strategy is LearningStrategy.TRAINING_FREE
     rec, image = _edit(method, ds, "good0")
     assert rec["status"] == "ok" and rec["info"] == {"layout": "flat", "file": "good0.png"}
@@ -386,6 +387,17 @@ def test_outputs_reads_an_editlab_run_folder(tmp_path: Path) -> None:
     rec, _ = _edit(method, FolderDataset(str(data)), "good2")
     assert rec["status"] == "error" and "the imported run has no edit for 'good2': error: no imported output" \
         in rec["error"]
+
+
+def test_imported_run_folder_ignores_the_backbone(tmp_path: Path) -> None:
+    from editlab.bench.runner import run_dir_for
+
+    def folder(method: str, backbone: str) -> Path:
+        return run_dir_for(compose_cfg([f"method={method}", f"backbone={backbone}", f"method.root={tmp_path}"]
+                                       if method == "outputs" else [f"method={method}", f"backbone={backbone}"]))
+
+    assert folder("outputs", "toy") == folder("outputs", "shapesworld")  # no backbone is used: same edits
+    assert folder("sdedit", "toy") != folder("sdedit", "shapesworld")
 
 
 def test_outputs_config_checks(tmp_path: Path) -> None:

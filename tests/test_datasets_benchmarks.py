@@ -15,9 +15,8 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from fixtures_benchmarks import NEW_FIXTURE_WRITERS
+from PIL import Image
 
 from editlab.datasets import prepare
 from editlab.datasets.editeval import EditEvalDataset, read_xlsx

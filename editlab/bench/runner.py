@@ -10,8 +10,11 @@ Layout of one run (``results/<experiment>/<dataset>/<method>-<hash>/``)::
     results.json    aggregates, metric definitions, counts
 
 ``<hash>`` is a hash of the resolved method and backbone configs and the seed, so two settings of one
-method never share outputs. A sample whose record and image exist is not edited again; a record whose
-metric values were computed with other metric settings only has its metrics recomputed.
+method never share outputs. A method that needs no backbone (``EditMethod.needs_backbone`` False: imported
+outputs) gets none loaded and its hash leaves the backbone out; its images keep the dataset's size. A method whose
+edits were made elsewhere (``EditMethod.measured`` False) has runtime and memory recorded as unknown
+(``"runtime": "unknown (imported)"``, null values). A sample whose record and image exist is not edited again; a
+record whose metric values were computed with other metric settings only has its metrics recomputed.
 
 Chained samples (multi-turn editing, :meth:`editlab.datasets.base.EditDataset.chain_from`): such a sample is
 edited from the cached edited image of the sample it names (edited earlier in dataset order, in the same
