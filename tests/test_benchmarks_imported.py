@@ -307,7 +307,7 @@ def test_outputs_flat_missing_corrupt_and_resized(tmp_path: Path) -> None:
     (out / "good2.png").unlink()
     rec, _ = _edit(method, ds, "good2")
     assert rec["status"] == "error" and rec["error"] == (f"no imported output for sample 'good2': {out / 'good2'}.png "
-                                                         f"(or .jpg/.jpeg/.webp) not found (layout flat)")
+                                                         f"(or .jpg/.jpeg/.webp) (layout flat) not found")
 
 
 def test_outputs_gedit_layout(tmp_path: Path) -> None:
@@ -324,7 +324,7 @@ def test_outputs_gedit_layout(tmp_path: Path) -> None:
     assert rec["info"]["file"] == "fullset/color_alter/cn/k001.png"
     assert np.array_equal(np.asarray(image), np.asarray(rgb(48, 40, 2)))
     rec, _ = _edit(method, ds, "k002_en")
-    assert rec["status"] == "error" and "fullset/subject-remove/en/k002.png not found (layout gedit)" in rec["error"]
+    assert rec["status"] == "error" and "fullset/subject-remove/en/k002.png (layout gedit) not found" in rec["error"]
 
 
 def test_outputs_imgedit_kris_rise_layouts(tmp_path: Path) -> None:
@@ -367,7 +367,10 @@ def test_outputs_pie_concatenation(tmp_path: Path) -> None:
     assert rec["warnings"] == ["bottom-right 512x512 panel of a 1024x512 concatenation used as the edit"]
     assert np.abs(np.asarray(image, float) - np.asarray(edit, float)).mean() < 3  # the edit panel, JPEG-coded
     rec, _ = _edit(_imported(out), ds, "000000000000")
-    assert rec["status"] == "error" and "annotation_images/0_random_140/000000000000.jpg not found" in rec["error"]
+    assert rec["status"] == "error" and "annotation_images/0_random_140/000000000000.jpg (layout pie)" in rec["error"]
+    rgb(512, 512, 8).save(out / "000000000000.png")  # auto: a flat file is found when the benchmark's layout has none
+    rec, _ = _edit(_imported(out), ds, "000000000000")
+    assert rec["status"] == "ok" and rec["info"] == {"layout": "flat", "file": "000000000000.png"}
 
 
 def test_outputs_reads_an_editlab_run_folder(tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ with ``wall_time_s`` / ``peak_mem_mb`` set to None. A sample without a stored im
 file expected; an unreadable image is a recorded error; an image whose size differs from the source is resized to
 it (GEdit-Bench's scorer does the same) and the record's warnings say so.
 
-Layouts (``layout=auto`` picks one from the folder, the first sample's benchmark decides between the rest):
+Layouts (``layout=auto``: an editlab run folder or GEdit's ``fullset/`` are told from the folder; otherwise each
+sample is looked for in its benchmark's layout, then in ``flat``):
 
 ============  =================================================================================================
 ``editlab``   an editlab run folder (``records/<id>.json`` + ``images/``): another run's edits, re-scored here
@@ -150,10 +151,12 @@ class ImportedOutputs(EditMethod):
         return []
 
     # ---------------------------------------------------------------------------------------------- reading
-    def _layout_for(self, sample: Sample) -> str:
+    def _layouts_for(self, sample: Sample) -> list[str]:
+        """The layouts to look in: the configured one, or (``auto``) the sample's benchmark's, then ``flat``."""
         if self.layout != "auto":
-            return self.layout
-        return next((layout for key, layout in _META_LAYOUT.items() if key in sample.meta), "flat")
+            return [self.layout]
+        own = [layout for key, layout in _META_LAYOUT.items() if key in sample.meta]
+        return own[:1] + ["flat"]
 
     def _path(self, sample: Sample, layout: str) -> tuple[Path | None, str]:
         """(the stored image of ``sample``, or None; what was looked for)."""
@@ -203,11 +206,16 @@ class ImportedOutputs(EditMethod):
         return (path if path.is_file() else None), str(path)
 
     def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:
-        # 1. Find the stored image of this sample in the layout
-        layout = self._layout_for(sample)
-        path, expected = self._path(sample, layout)
+        # 1. Find the stored image of this sample in the layout (auto: its benchmark's, else flat)
+        looked: list[str] = []
+        path = None
+        for layout in self._layouts_for(sample):
+            path, expected = self._path(sample, layout)
+            looked.append(f"{expected} (layout {layout})")
+            if path is not None:
+                break
         if path is None:
-            raise SampleError(f"no imported output for sample '{sample.id}': {expected} not found (layout {layout})")
+            raise SampleError(f"no imported output for sample '{sample.id}': {' or '.join(looked)} not found")
         # 2. Decode it; a PIE-Bench concatenation keeps only its edit panel
         image = _open(path)
         warnings = []
