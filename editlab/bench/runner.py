@@ -125,7 +125,7 @@ def run_dir_for(cfg: DictConfig) -> Path:
     """``<results_dir>/<experiment>/<dataset>/<method>-<hash>`` for this grid point."""
     key = run_key(cfg)
     method_name = cfg.method.get("name", "method")
-    return Path(cfg.results_dir) / cfg.experiment_name / cfg.dataset.name / f"{safe_name(str(method_name))}-{key}"
+    return Path(cfg.results_dir) / cfg.experiment_name / cfg.dataset.name / f"{method_name}-{key}"
 
 
 def method_needs_backbone(cfg: DictConfig) -> bool:
