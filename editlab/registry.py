@@ -47,6 +47,7 @@ METHODS = Registry(
         "drag": "editlab.methods.drag:SDEDrag",
         "imagic": "editlab.methods.imagic:Imagic",
         "edit": "editlab.methods.inversion_editing:InversionEditing",
+        "outputs": "editlab.methods.outputs:ImportedOutputs",
     },
 )
 
@@ -84,6 +85,12 @@ DATASETS = Registry(
         "imagenhub_text": "editlab.datasets.imagenhub:ImagenHubTextDataset",
         "imagenhub_mask": "editlab.datasets.imagenhub:ImagenHubMaskDataset",
         "tedbench": "editlab.datasets.tedbench:TEdBenchDataset",
+        "gedit": "editlab.datasets.gedit:GEditBenchDataset",
+        "imgedit": "editlab.datasets.imgedit:ImgEditDataset",
+        "imgedit_uge": "editlab.datasets.imgedit:ImgEditDataset",
+        "kris": "editlab.datasets.kris:KRISBenchDataset",
+        "rise": "editlab.datasets.risebench:RISEBenchDataset",
+        "emu_edit": "editlab.datasets.emu_edit:EmuEditDataset",
     },
 )
 
@@ -111,6 +118,11 @@ METRICS = Registry(
         "pie_clip_whole": "editlab.metrics.pie:PIECLIPWhole",
         "pie_clip_edited": "editlab.metrics.pie:PIECLIPEdited",
         "pie_structure": "editlab.metrics.pie:PIEStructure",
+        "pixel_distance": "editlab.metrics.similarity:PixelDistance",
+        "dino": "editlab.metrics.similarity:DINOSimilarity",
+        "clip_t": "editlab.metrics.similarity:CLIPTextSimilarity",
+        "src_psnr": "editlab.metrics.similarity:SourcePSNR",
+        "src_ssim": "editlab.metrics.similarity:SourceSSIM",
     },
 )
 

@@ -102,6 +102,12 @@ class Sample:
     non-zero marks the region to edit. ``points`` are (x, y) pixel pairs: handle points then target points
     for drag-style editing.
 
+    ``reference_images`` are a benchmark's further input images, in order, when a request has several (KRIS-Bench's
+    multi-element composition: the elements to put into ``source_image``; its temporal prediction: the other
+    frames). A method that takes one image is "not applicable" to such a sample
+    (:meth:`editlab.methods.base.EditMethod.not_applicable_reason`). ``reference_image`` stays the single exemplar
+    of exemplar-guided editing.
+
     Multi-turn (chained) editing is declared by the dataset, not here, because the runner must know it for
     cached records without decoding anything: :meth:`editlab.datasets.base.EditDataset.chain_from` names the
     sample whose edited output replaces ``source_image`` when this sample is edited, and
@@ -116,6 +122,7 @@ class Sample:
     instruction: str | None = None
     mask: Image.Image | None = None
     reference_image: Image.Image | None = None
+    reference_images: list[Image.Image] | None = None
     points: list[tuple[float, float]] | None = None
     task_type: TaskType | None = None
     target_image: Image.Image | None = None

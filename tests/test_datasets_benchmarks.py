@@ -15,6 +15,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 import pytest
+from fixtures_benchmarks import NEW_FIXTURE_WRITERS
 from PIL import Image
 
 from editlab.datasets import prepare
@@ -237,6 +238,7 @@ FIXTURE_WRITERS: dict[str, Callable[[Path], Path]] = {
     "imagenhub_text": write_imagenhub,
     "imagenhub_mask": write_imagenhub,
     "tedbench": write_tedbench,
+    **NEW_FIXTURE_WRITERS,
 }
 
 

@@ -63,7 +63,7 @@ def _list() -> None:
         print(f"  {name:<14} {tax.learning_strategy.value:<32} | {conds:<28} | {tasks}")
         if tax.paper:
             print(f"  {'':<14} {tax.paper}")
-        print(f"  {'':<14} families: {', '.join(cls.families)}")
+        print(f"  {'':<14} families: {', '.join(cls.families) or 'any (loads no backbone)'}")
         for line in describe_presets(cls.presets):
             print(f"  {'':<14} {line}")
     for title, registry in (("inversions (method=edit inversion=NAME)", INVERSIONS),

@@ -10,8 +10,11 @@ Layout of one run (``results/<experiment>/<dataset>/<method>-<hash>/``)::
     results.json    aggregates, metric definitions, counts
 
 ``<hash>`` is a hash of the resolved method and backbone configs and the seed, so two settings of one
-method never share outputs. A sample whose record and image exist is not edited again; a record whose
-metric values were computed with other metric settings only has its metrics recomputed.
+method never share outputs. A method that needs no backbone (``EditMethod.needs_backbone`` False: imported
+outputs) gets none loaded and its hash leaves the backbone out; its images keep the dataset's size. A method whose
+edits were made elsewhere (``EditMethod.measured`` False) has runtime and memory recorded as unknown
+(``"runtime": "unknown (imported)"``, null values). A sample whose record and image exist is not edited again; a
+record whose metric values were computed with other metric settings only has its metrics recomputed.
 
 Chained samples (multi-turn editing, :meth:`editlab.datasets.base.EditDataset.chain_from`): such a sample is
 edited from the cached edited image of the sample it names (edited earlier in dataset order, in the same
@@ -139,16 +142,22 @@ def run_dir_for(cfg: DictConfig) -> Path:
     return Path(cfg.results_dir) / cfg.experiment_name / cfg.dataset.name / f"{method_name}-{key}"
 
 
+def method_needs_backbone(cfg: DictConfig) -> bool:
+    """Whether the method's class loads a backbone (:attr:`EditMethod.needs_backbone`), read without building it."""
+    from hydra.utils import get_class
+
+    try:
+        return bool(getattr(get_class(str(cfg.method._target_)), "needs_backbone", True))
+    except Exception:
+        return True
+
+
 def run_key(cfg: DictConfig) -> str:
-    """Hash of everything that changes an edited image: method, backbone, seed, dtype and resolution."""
-    return stable_hash(
-        {
-            "method": _plain(cfg.method),
-            "backbone": {k: v for k, v in _plain(backbone_config(cfg)).items() if k not in ("device",)},
-            "seed": cfg.seed,
-            "dtype": cfg.dtype,
-        }
-    )
+    """Hash of everything that changes an edited image: method, backbone (for methods that use one), seed, dtype
+    and resolution."""
+    backbone = ({k: v for k, v in _plain(backbone_config(cfg)).items() if k not in ("device",)}
+                if method_needs_backbone(cfg) else None)
+    return stable_hash({"method": _plain(cfg.method), "backbone": backbone, "seed": cfg.seed, "dtype": cfg.dtype})
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -175,6 +184,8 @@ def prepare_sample(sample: Sample, resolution: int | None) -> Sample:
             sample.target_image = to_rgb(sample.target_image).resize(size, Image.BICUBIC)
     if sample.reference_image is not None:
         sample.reference_image = to_rgb(sample.reference_image)
+    if sample.reference_images:
+        sample.reference_images = [to_rgb(image) for image in sample.reference_images]
     for key in ("source_prompt", "target_prompt", "instruction"):
         text = getattr(sample, key)
         if text is None:
@@ -211,7 +222,7 @@ def output_to_image(output: EditOutput, size: tuple[int, int]) -> Image.Image:
 EditResult = tuple[dict[str, Any], Image.Image | None, dict[str, Image.Image]]
 
 
-def edit_one(method: EditMethod, dataset: EditDataset, sample_id: str, seed: int, resolution: int,
+def edit_one(method: EditMethod, dataset: EditDataset, sample_id: str, seed: int, resolution: int | None,
              device: torch.device, run_dir: Path | None = None) -> EditResult:
     """Edit one sample; never raises for a sample's problem: the record carries status and message.
 
@@ -240,9 +251,8 @@ def edit_one(method: EditMethod, dataset: EditDataset, sample_id: str, seed: int
         "target_prompt": sample.target_prompt,
         "instruction": sample.instruction,
     }
-    missing = method.missing_conditions(sample)
-    if missing:
-        reason = "sample has no " + ", ".join(c.value for c in missing)
+    reason = method.not_applicable_reason(sample)
+    if reason:
         return rec | {"status": STATUS_NA, "error": reason}, None, {}
     try:
         sample = prepare_sample(sample, resolution)
@@ -275,17 +285,15 @@ def edit_one(method: EditMethod, dataset: EditDataset, sample_id: str, seed: int
     except Exception as err:
         log.debug("method failed on %s:\n%s", sample_id, traceback.format_exc())
         return rec | {"status": STATUS_ERROR, "error": f"method raised {type(err).__name__}: {err}"}, None, {}
-    if sample.meta.get("input_warnings"):
-        rec["warnings"] = sample.meta["input_warnings"]
-    rec |= {
-        "status": STATUS_OK,
-        "error": None,
-        "wall_time_s": wall,
-        "gpu_time_s": gpu_time,
-        "peak_mem_mb": mem.peak_mb,
-        "peak_mem_kind": mem.kind,
-        "info": output.info,
-    }
+    info = dict(output.info)
+    warnings = list(sample.meta.get("input_warnings", [])) + list(info.pop("warnings", []))
+    if warnings:
+        rec["warnings"] = warnings
+    rec |= {"status": STATUS_OK, "error": None, "wall_time_s": wall, "gpu_time_s": gpu_time,
+            "peak_mem_mb": mem.peak_mb, "peak_mem_kind": mem.kind, "info": info}
+    if not method.measured:  # made elsewhere: the time spent here is reading a file, not editing
+        rec |= {"wall_time_s": None, "gpu_time_s": None, "peak_mem_mb": None, "peak_mem_kind": None,
+                "runtime": "unknown (imported)"}
     return rec, image, dict(output.extras)
 
 
@@ -534,24 +542,31 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
     setup_error = None
     if todo:
         torch.manual_seed(cfg.seed)
+        backbone = None
         try:
-            # a family the method cannot run on is refused before any weight loads
-            method.check_family(str(backbone_config(cfg).get("family", "sd")))
-            backbone = backbone_from_config(backbone_config(cfg), device=cfg.device, dtype=cfg.dtype)
+            if method.needs_backbone:
+                # a family the method cannot run on is refused before any weight loads
+                method.check_family(str(backbone_config(cfg).get("family", "sd")))
+                backbone = backbone_from_config(backbone_config(cfg), device=cfg.device, dtype=cfg.dtype)
             method.setup(backbone, cache_dir=Path(cfg.results_dir) / "_cache")
         except Exception as err:  # e.g. public weights unavailable offline: this grid point is skipped, not the grid
             setup_error = f"{type(err).__name__}: {err}"
             log.error("%s could not be set up, its samples are not edited: %s", cfg.method.name, setup_error)
             todo = []
         else:
-            hashes = weight_hashes(backbone.weight_files(), Path(cfg.results_dir) / "_cache" / "file_hashes.json")
-            atomic_write_json(run_dir / "backbone.json", backbone.describe() | {"weights": hashes})
+            if backbone is None:
+                atomic_write_json(run_dir / "backbone.json", {"name": None, "note": "no backbone"})
+            else:
+                hashes = weight_hashes(backbone.weight_files(), Path(cfg.results_dir) / "_cache" / "file_hashes.json")
+                atomic_write_json(run_dir / "backbone.json", backbone.describe() | {"weights": hashes})
             atomic_write_json(run_dir / "method.json", method.describe())
     if todo:
+        # without a backbone, images keep the dataset's size (the method may set its own working resolution)
+        resolution = backbone.resolution if backbone is not None else None
+        edit_device = backbone.device if backbone is not None else torch.device("cpu")
         bar = tqdm(todo, desc=f"{cfg.method.name}", unit="edit", dynamic_ncols=True)
         for sid in bar:
-            rec, image, extras = edit_one(method, dataset, sid, cfg.seed, backbone.resolution, backbone.device,
-                                          run_dir)
+            rec, image, extras = edit_one(method, dataset, sid, cfg.seed, resolution, edit_device, run_dir)
             rec["method"] = cfg.method.name
             rec["source_key"] = dataset.source_key(sid)
             mark_scored(rec, dataset.scored(sid))

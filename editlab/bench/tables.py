@@ -175,8 +175,8 @@ def metric_family(name: str) -> str:
         return "ground truth"
     if n == "edit_acc":
         return "edit accuracy"
-    if n.startswith(("bg_", "pie_psnr", "pie_mse", "pie_ssim", "pie_lpips", "lpips", "clip_i[")) or n in (
-            "preservation", "clip_i"):
+    if n.startswith(("bg_", "pie_psnr", "pie_mse", "pie_ssim", "pie_lpips", "lpips", "clip_i[", "src_", "dino[")) \
+            or n in ("preservation", "clip_i", "l1", "l2"):
         return "preservation"
     if n.startswith(("clip", "pie_clip")):
         return "text alignment"
@@ -188,10 +188,11 @@ def _family_rank(name: str) -> tuple[int, str]:
 
 
 MAIN_METRIC_PREFERENCE = {
-    "text alignment": ("pie_clip_whole", "clip_score", "pie_clip_edited", "clip_edited", "clip_dir"),
+    "text alignment": ("pie_clip_whole", "clip_score", "pie_clip_edited", "clip_edited", "clip_t", "clip_dir"),
     "edit accuracy": ("edit_acc",),
     "structure": ("pie_structure", "structure"),
-    "preservation": ("pie_psnr_unedit", "bg_psnr", "preservation", "bg_ssim", "pie_ssim_unedit", "clip_i"),
+    "preservation": ("pie_psnr_unedit", "bg_psnr", "preservation", "bg_ssim", "pie_ssim_unedit", "src_psnr", "l1",
+                     "clip_i", "dino"),
     "ground truth": ("gt_psnr", "gt_ssim", "gt_clip_i"),
 }
 

@@ -16,7 +16,6 @@ with the standard library (no spreadsheet package needed).
 
 from __future__ import annotations
 
-import csv
 import re
 import zipfile
 from collections.abc import Iterable
@@ -24,6 +23,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 from editlab.datasets.folder import DatasetFormatError, LocalBenchmark, find_image, open_image, resize_square
+from editlab.datasets.rows import csv_records, has_bad_text
 from editlab.types import Sample, TaskType
 
 #: task folder -> survey task type
@@ -114,14 +114,17 @@ def read_xlsx(path: Path) -> list[tuple[int, list[str | None]]]:
     return rows
 
 
-def read_table(path: Path) -> list[tuple[int, list[str | None]]]:
-    """Rows of an ``.xlsx`` or ``.csv`` file as (row number, cells); a clear error when it cannot be read."""
+def read_table(path: Path) -> list[tuple[int, list[str | None], str | None]]:
+    """Rows of an ``.xlsx`` or ``.csv`` file as (row number, cells, problem); a CSV row whose bytes are not UTF-8
+    keeps its number and gets a problem naming the byte offset; a file that cannot be read at all raises a clear
+    error."""
     try:
         if path.suffix.lower() == ".csv":
-            with path.open(newline="", encoding="utf-8-sig") as f:
-                return [(i, [c if c != "" else None for c in row]) for i, row in enumerate(csv.reader(f), start=1)]
-        return read_xlsx(path)
-    except (zipfile.BadZipFile, ElementTree.ParseError, KeyError, ValueError, IndexError, UnicodeDecodeError) as err:
+            return [(r.number, [c if c != "" else None for c in r.value], r.problem) for r in csv_records(path)]
+        return [(n, cells, None) for n, cells in read_xlsx(path)]
+    except (zipfile.BadZipFile, ElementTree.ParseError, KeyError, ValueError, IndexError) as err:
+        if isinstance(err, DatasetFormatError):
+            raise
         raise DatasetFormatError(f"{path}: not a readable spreadsheet ({type(err).__name__}: {err})") from err
 
 
@@ -178,7 +181,9 @@ class EditEvalDataset(LocalBenchmark):
     def _read(self) -> None:
         self.require_file(self.sheet_path, "prompts spreadsheet",
                           "EditEval_v1/Dataset (the 7 task folders and editing_prompts_collection.xlsx)")
-        rows = [(n, cells) for n, cells in read_table(self.sheet_path) if any(c and c.strip() for c in cells)]
+        table = [row for row in read_table(self.sheet_path) if any(c and c.strip() for c in row[1])]
+        problems = {n: problem for n, _, problem in table if problem}
+        rows = [(n, cells) for n, cells, _ in table]
         if not rows:
             raise DatasetFormatError(f"{self.sheet_path}: the spreadsheet is empty")
         header_no, header = rows[0]
@@ -192,8 +197,12 @@ class EditEvalDataset(LocalBenchmark):
             value = cells[col] if col is not None and col < len(cells) else None
             return value.strip() if value and value.strip() else None
 
+        if rows and rows[0][0] in problems:
+            raise DatasetFormatError(f"{self.sheet_path}, row {rows[0][0]} (header): {problems[rows[0][0]]}")
         for row_no, cells in rows[1:]:
             where = f"{self.sheet_path}, row {row_no}"
+            if row_no in problems:  # still counted: the n-th row of a class describes its n-th image
+                cells = [None if c is None or has_bad_text(c) else c for c in cells]
             given = cell(cells, cls_col)
             if given:
                 current = given
@@ -208,6 +217,10 @@ class EditEvalDataset(LocalBenchmark):
             counters[folder] = counters.get(folder, 0) + 1
             index = counters[folder]
             sid = f"{folder}-{index}"
+            if row_no in problems:
+                self.entries[sid] = {"task": EDITEVAL_FOLDERS[folder], "row": row_no}
+                self.issues.add(sid, where, problems[row_no])
+                continue
             source, target, instruction = cell(cells, src_col), cell(cells, tgt_col), cell(cells, ins_col)
             image = find_image(self.root / folder, str(index))
             self.entries[sid] = {

@@ -12,7 +12,8 @@ A CSV example (``samples.csv``; leave a cell empty for "absent")::
     shoe-02,shoe.jpg,a red shoe,a red boot,,,object_replacement
 
 Row problems (a missing ``image`` column, a file that does not exist, an unknown ``task_type``, invalid JSON,
-a duplicate id) name the samples file and row. With ``on_error="raise"`` (default) they fail construction;
+bytes that are not valid UTF-8, a duplicate id) name the samples file and row (and, for undecodable bytes, the
+byte offset). With ``on_error="raise"`` (default) they fail construction;
 with ``on_error="skip"`` the row stays in the index and its ``load`` raises :class:`SampleError` with that
 message, so the runner records it as an error for that sample and goes on.
 
@@ -22,7 +23,6 @@ helpers for row problems, image opening and size checks.
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -31,22 +31,13 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from editlab.datasets.base import EditDataset
+from editlab.datasets.rows import DatasetFormatError, csv_dict_rows, has_bad_text, jsonl_rows, read_json_file
 from editlab.types import Sample, SampleError, TaskType
+
+__all__ = ["DatasetFormatError", "read_json_file", "RowIssues", "LocalBenchmark", "FolderDataset", "open_image"]
 
 ON_ERROR = ("raise", "skip")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".JPG", ".JPEG", ".PNG")
-
-
-class DatasetFormatError(ValueError):
-    """A dataset's index file is unusable, as a whole or (with ``on_error="raise"``) in one of its rows."""
-
-
-def read_json_file(path: Path) -> Any:
-    """Parse a JSON file; invalid JSON or text raises :class:`DatasetFormatError` naming the file."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DatasetFormatError(f"{path}: not valid JSON ({err})") from err
 
 
 def check_on_error(on_error: str) -> str:
@@ -176,27 +167,18 @@ class FolderDataset(EditDataset):
         self.rows = self._read_rows()
 
     def _raw_rows(self) -> list[tuple[int, dict[str, Any] | None, str | None]]:
-        """(row number, row or None, problem or None) in file order; CSV rows count the header as row 1."""
-        raw: list[tuple[int, dict[str, Any] | None, str | None]] = []
+        """(row number, row or None, problem or None) in file order; CSV rows count the header as row 1. A row
+        with a problem keeps its parsed fields when they could be read, so that its id names the error."""
         if self.samples_path.suffix.lower() == ".csv":
-            with self.samples_path.open(newline="", encoding="utf-8") as f:
-                for i, row in enumerate(csv.DictReader(f)):
-                    extra = row.pop(None, None)  # type: ignore[call-overload]
-                    problem = f"{len(extra)} more cells than header columns" if extra else None
-                    raw.append((i + 2, {k: v for k, v in row.items() if v not in (None, "")}, problem))
-            return raw
-        for i, line in enumerate(self.samples_path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raw.append((i, None, f"invalid JSON ({err})"))
-                continue
-            if not isinstance(row, dict):
-                raw.append((i, None, f"expected a JSON object, got {type(row).__name__}"))
-                continue
-            raw.append((i, row, None))
+            _, rows = csv_dict_rows(self.samples_path)
+        else:
+            rows = jsonl_rows(self.samples_path)
+        raw: list[tuple[int, dict[str, Any] | None, str | None]] = []
+        for row in rows:
+            if row.value is not None and not isinstance(row.value, dict):
+                raw.append((row.number, None, row.problem or f"expected a JSON object, got {type(row.value).__name__}"))
+            else:
+                raw.append((row.number, row.value, row.problem))
         return raw
 
     def _read_rows(self) -> dict[str, dict[str, Any]]:
@@ -209,7 +191,9 @@ class FolderDataset(EditDataset):
                 rows[sid] = {"_row": line_no}
                 self.issues.add(sid, where, problem or "unreadable row")
                 continue
-            sid = str(row.get("id") or (Path(row["image"]).stem if row.get("image") else f"{name}-row{line_no}"))
+            sid = str(row.get("id") or (Path(str(row["image"])).stem if row.get("image") else f"{name}-row{line_no}"))
+            if has_bad_text(sid):  # the id itself is undecodable: the row is named by its number
+                sid = f"{name}-row{line_no}"
             if sid in rows:
                 dup = f"{sid}-row{line_no}"
                 rows[dup] = {"_row": line_no}
@@ -219,6 +203,7 @@ class FolderDataset(EditDataset):
             rows[sid] = row
             if problem:
                 self.issues.add(sid, where, problem)
+                continue
             if not row.get("image"):
                 self.issues.add(sid, where, "missing 'image'")
                 continue

@@ -39,7 +39,6 @@ Masks are the source image with the edit region erased (transparent), as DALL-E 
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +55,7 @@ from editlab.datasets.folder import (
     read_json_file,
     resize_square,
 )
+from editlab.datasets.rows import csv_dict_rows, has_bad_text, json_entries, jsonl_rows
 from editlab.types import Sample, SampleError, TaskType
 
 MAGICBRUSH_HUB = "osunlp/MagicBrush"
@@ -108,6 +108,10 @@ class HFTable:
     def describe(self, index: int, column: str) -> str:
         return f"{self.source} row {index} column '{column}'"
 
+    def where(self, index: int) -> str:
+        """The file and row of row ``index``, for messages."""
+        return f"{self.source}, row {index}"
+
 
 def _decode_cell(value: Any, base: Path | None, what: str) -> Image.Image:
     """A Hugging Face ``Image`` cell (dict with ``bytes``/``path``, raw bytes, a path or a PIL image)."""
@@ -140,18 +144,15 @@ class JsonlTable(HFTable):
 
     def __init__(self, source: Path) -> None:
         super().__init__(source)
-        if source.suffix == ".csv":
-            import pandas as pd
-
-            frame = pd.read_csv(source, dtype=str, keep_default_na=False)
-            self.rows = [{k: (v if v != "" else None) for k, v in r.items()} for r in frame.to_dict("records")]
-        else:
-            for n, line in enumerate(source.read_text(encoding="utf-8").splitlines(), start=1):
-                if line.strip():
-                    try:
-                        self.rows.append(json.loads(line))
-                    except json.JSONDecodeError as err:
-                        self.rows.append({"_problem": f"invalid JSON on line {n} ({err})"})
+        rows = csv_dict_rows(source)[1] if source.suffix == ".csv" else jsonl_rows(source)
+        for row in rows:
+            value = row.value if isinstance(row.value, dict) else {}
+            if row.problem or not isinstance(row.value, dict):
+                problem = row.problem or f"expected a JSON object, got {type(row.value).__name__}"
+                # the readable fields stay (they name the sample); the row itself is not used
+                value = {k: v for k, v in value.items() if not has_bad_text(k) and not has_bad_text(v)}
+                value["_problem"] = f"line {row.number}: {problem}"
+            self.rows.append(value)
 
     def image(self, index: int, column: str) -> Image.Image:
         return _decode_cell(self.rows[index].get(column), self.source.parent, self.describe(index, column))
@@ -190,6 +191,10 @@ class ParquetTable(HFTable):
         fi, ri = self._where[index]
         return f"{self.files[fi]} row {ri} column '{column}'"
 
+    def where(self, index: int) -> str:
+        fi, ri = self._where[index]
+        return f"{self.files[fi]}, row {ri}"
+
 
 class ArrowTable(HFTable):
     """A ``datasets.Dataset.save_to_disk`` folder; needs the optional ``datasets`` package."""
@@ -216,6 +221,66 @@ class ArrowTable(HFTable):
         return _decode_cell(self.data[index][column], self.source, self.describe(index, column))
 
 
+class ArrowFileTable(HFTable):
+    """Arrow stream files as the ``datasets`` library writes them (``<split>/data-00000-of-0000N.arrow``, what a hub
+    repo in "arrow" format holds); read with pyarrow, no ``datasets`` package needed."""
+
+    kind = "arrow-files"
+
+    def __init__(self, files: list[Path], image_columns: Iterable[str]) -> None:
+        super().__init__(files[0].parent)
+        self.files = files
+        self.image_columns = set(image_columns)
+        self._where: list[tuple[int, int]] = []
+        self._cache: tuple[int, str, list[Any]] | None = None
+        for fi, path in enumerate(files):
+            table = _read_arrow(path)
+            keep = [c for c in table.column_names if c not in self.image_columns]
+            for ri, rec in enumerate(table.select(keep).to_pylist()):
+                self.rows.append({k: (None if _isna(v) else v) for k, v in rec.items()})
+                self._where.append((fi, ri))
+
+    def image(self, index: int, column: str) -> Image.Image:
+        fi, ri = self._where[index]
+        if self._cache is None or self._cache[:2] != (fi, column):
+            table = _read_arrow(self.files[fi])
+            if column not in table.column_names:
+                raise SampleError(f"{self.files[fi]} has no column '{column}'")
+            self._cache = (fi, column, table.column(column).to_pylist())
+        return _decode_cell(self._cache[2][ri], self.files[fi].parent, self.describe(index, column))
+
+    def describe(self, index: int, column: str) -> str:
+        fi, ri = self._where[index]
+        return f"{self.files[fi]} row {ri} column '{column}'"
+
+    def where(self, index: int) -> str:
+        fi, ri = self._where[index]
+        return f"{self.files[fi]}, row {ri}"
+
+
+def _read_arrow(path: Path) -> Any:
+    try:
+        import pyarrow as pa
+    except ImportError as err:
+        raise ImportError(f"reading {path} needs pyarrow: pip install pyarrow") from err
+    try:
+        with pa.memory_map(str(path)) as source:
+            return pa.ipc.open_stream(source).read_all()
+    except pa.ArrowInvalid:
+        with pa.memory_map(str(path)) as source:
+            return pa.ipc.open_file(source).read_all()
+
+
+def arrow_files(root: Path, split: str) -> list[Path]:
+    """``datasets``-written arrow shards of ``split`` (``<root>/<split>/*.arrow``, ``<root>/<split>-*.arrow``, ...)."""
+    for pattern in (f"{split}/*.arrow", f"data/{split}/*.arrow", f"{split}-*.arrow", f"data/{split}-*.arrow",
+                    f"*/{split}/*.arrow"):
+        files = sorted(p for p in root.glob(pattern) if not p.name.startswith("cache-"))
+        if files:
+            return files
+    return []
+
+
 def _isna(value: Any) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value))
 
@@ -232,7 +297,8 @@ def _read_parquet(path: Path, columns: list[str] | None = None) -> Any:
 def parquet_files(root: Path, split: str) -> list[Path]:
     """Parquet shards of ``split`` in the layouts the Hugging Face hub and its exports use."""
     for pattern in (f"data/{split}-*.parquet", f"data/{split}/*.parquet", f"{split}/*.parquet",
-                    f"{split}-*.parquet", f"{split}.parquet", f"data/{split}.parquet"):
+                    f"{split}-*.parquet", f"{split}.parquet", f"data/{split}.parquet",
+                    f"*/{split}/*.parquet"):  # the last: the hub's parquet conversion (default/<split>/0000.parquet)
         files = sorted(root.glob(pattern))
         if files:
             return files
@@ -249,6 +315,9 @@ def find_hf_table(root: Path, split: str, image_columns: Iterable[str] = IMAGE_C
     files = parquet_files(root, split)
     if files:
         return ParquetTable(files, image_columns)
+    arrow = arrow_files(root, split)
+    if arrow:
+        return ArrowFileTable(arrow, image_columns)
     if any((root / name).is_file() for name in ("dataset_dict.json", "state.json", f"{split}/state.json")):
         return ArrowTable(root, split, image_columns)
     return None
@@ -380,8 +449,8 @@ class MagicBrushDataset(LocalBenchmark):
 
     def _read_sessions(self, path: Path) -> None:
         images = path.parent / "images"
-        sessions = read_json_file(path)
-        if not isinstance(sessions, dict):
+        kind, session_rows = json_entries(path)
+        if kind is not dict:
             raise DatasetFormatError(f"{path}: expected an object of img_id -> list of turns")
         captions = {}
         for name in ("global_descriptions.json", "local_descriptions.json"):
@@ -389,12 +458,12 @@ class MagicBrushDataset(LocalBenchmark):
             if file.is_file():
                 captions[name] = read_json_file(file)
         glob, local = captions.get("global_descriptions.json", {}), captions.get("local_descriptions.json", {})
-        for img_id, turns in sessions.items():
-            img_id = str(img_id)
-            if not isinstance(turns, list) or not turns:
+        for row in session_rows:
+            img_id, turns = (row.key if row.key is not None else f"entry{row.number}"), row.value
+            if row.problem or not isinstance(turns, list) or not turns:
                 sid = self._turn_id(img_id, 1) if self.per_turn else img_id
                 self.entries.setdefault(sid, _Entry(img_id))
-                self.issues.add(sid, f"{path}, session '{img_id}'", "expected a non-empty list of turns")
+                self.issues.add(sid, f"{path}, session '{img_id}'", row.problem or "expected a non-empty list of turns")
                 continue
             folder = images / img_id
             for k, t in enumerate(turns, start=1):

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from editlab.datasets.folder import DatasetFormatError, LocalBenchmark, open_image, read_json_file
+from editlab.datasets.folder import DatasetFormatError, LocalBenchmark, open_image
+from editlab.datasets.rows import json_entries
 from editlab.types import Sample, SampleError, TaskType
 
 PIE_SIZE = 512
@@ -145,15 +146,23 @@ class PIEBenchDataset(LocalBenchmark):
     def _read(self) -> None:
         self.require_file(self.mapping_path, "mapping file",
                           "the PnPInversion 'data' folder (mapping_file.json + annotation_images/)")
-        mapping = read_json_file(self.mapping_path)
-        if not isinstance(mapping, dict):
-            raise DatasetFormatError(f"{self.mapping_path}: expected an object of id -> entry, "
-                                     f"got {type(mapping).__name__}")
-        for position, (key, entry) in enumerate(mapping.items()):
-            sid = str(key)
+        kind, rows = json_entries(self.mapping_path)
+        if kind is not dict:
+            raise DatasetFormatError(f"{self.mapping_path}: expected an object of id -> entry, got {kind.__name__}")
+        for row in rows:
+            position, entry = row.number, row.value
+            sid = row.key if row.key is not None else f"entry{position}"
             where = f"{self.mapping_path}, entry {position} ('{sid}')"
+            if sid in self.entries:
+                sid = f"{sid}-entry{position}"
+                self.entries[sid] = {"position": position, "task": None}
+                self.issues.add(sid, where, "duplicate id")
+                continue
             record: dict[str, Any] = {"position": position, "task": None}
             self.entries[sid] = record
+            if row.problem:
+                self.issues.add(sid, where, row.problem)
+                continue
             if not isinstance(entry, dict):
                 self.issues.add(sid, where, f"expected an object, got {type(entry).__name__}")
                 continue

@@ -185,6 +185,133 @@ def fetch_hf_parquet(repo_id: str, root: Path, split: str) -> list[Path]:
     return written
 
 
+def fetch_hf_files(repo_id: str, root: Path, keep: Callable[[str], bool]) -> list[Path]:
+    """Download the files of a hub dataset for which ``keep(path)`` holds into ``root`` (hub layout kept), each
+    LFS file checked against the SHA-256 the hub records; archives (``.tar``, ``.zip``) are unpacked in place."""
+    try:
+        from huggingface_hub import HfApi, hf_hub_download
+    except ImportError as err:
+        raise FetchError("downloading from the Hugging Face hub needs huggingface_hub: pip install huggingface_hub") \
+            from err
+    try:
+        tree = [f for f in HfApi().list_repo_tree(repo_id, repo_type="dataset", recursive=True, expand=True)
+                if hasattr(f, "size") and keep(f.path)]
+    except Exception as err:
+        raise FetchError(f"could not list {repo_id} on the hub: {type(err).__name__}: {err}") from err
+    if not tree:
+        raise FetchError(f"{repo_id} on the hub has none of the files expected")
+    written: list[Path] = []
+    for f in tree:
+        try:
+            local = Path(hf_hub_download(repo_id, f.path, repo_type="dataset", local_dir=str(root)))
+        except Exception as err:
+            raise FetchError(f"could not download {f.path} from {repo_id}: {type(err).__name__}: {err}") from err
+        expected = getattr(getattr(f, "lfs", None), "sha256", None)
+        if expected and sha256_file(local) != expected:
+            raise FetchError(f"checksum mismatch for {f.path} from {repo_id}")
+        written += unpack(local, root) if local.suffix in (".tar", ".zip") else [local]
+    return written
+
+
+def unpack(archive: Path, dest: Path) -> list[Path]:
+    """Extract a ``.tar`` or ``.zip`` archive into ``dest`` (members may not leave it); the extracted files."""
+    import tarfile
+    import zipfile
+
+    dest = dest.resolve()
+    if archive.suffix == ".zip":
+        with zipfile.ZipFile(archive) as z:
+            names = [n for n in z.namelist() if not n.endswith("/")]
+            if any(not (dest / n).resolve().is_relative_to(dest) for n in names):
+                raise FetchError(f"{archive} has members outside the folder it unpacks into")
+            z.extractall(dest)
+    else:
+        with tarfile.open(archive) as t:
+            names = [m.name for m in t.getmembers() if m.isfile()]
+            t.extractall(dest, filter="data")
+    archive.unlink()
+    return [dest / n for n in names]
+
+
+def fetch_imgedit(root: Path, suite: str) -> list[Path]:
+    """ImgEdit-Bench: the edit json of ``suite`` from github.com/PKU-YuanGroup/ImgEdit (git blob hashes) and the
+    images of ``Benchmark.tar`` from the hub dataset sysuyy/ImgEdit (SHA-256)."""
+    wanted = {"basic": "Basic/basic_edit.json", "uge": "UGE/UGE_edit.json"}[suite]
+    files = fetch_github("PKU-YuanGroup", "ImgEdit", "Benchmark", root, keep=lambda rel: rel == wanted)
+    if not any((root / "Benchmark" / d).is_dir() for d in ("singleturn", "hard", "Basic", "UGE")):
+        files += fetch_hf_files("sysuyy/ImgEdit", root, keep=lambda path: path == "Benchmark.tar")
+    write_manifest(root, "test", _files(root / wanted, *_imgedit_images(root, suite)),
+                   "downloaded from github.com/PKU-YuanGroup/ImgEdit and the hub (sysuyy/ImgEdit), verified")
+    return files
+
+
+def _imgedit_images(root: Path, suite: str) -> list[Path]:
+    from editlab.datasets.imgedit import _IMAGES
+
+    return [folder for folder in (root / c for c in _IMAGES[suite]) if folder.is_dir()][:1]
+
+
+def fetch_rise(root: Path, split: str) -> list[Path]:
+    """RISEBench-360 from the hub dataset PhoenixZ/RISEBench (SHA-256), RISEBench-64 from the ``data`` folder of
+    github.com/PhoenixZ810/RISEBench (git blob hashes)."""
+    if split == "mini":
+        return fetch_github("PhoenixZ810", "RISEBench", "data", root)
+    files = fetch_hf_files("PhoenixZ/RISEBench", root,
+                           keep=lambda path: path in ("datav2_total_w_subtask.json", "data.zip"))
+    write_manifest(root, split, files, "downloaded from the hub (PhoenixZ/RISEBench), verified against its SHA-256")
+    return files
+
+
+def fetch_kris(root: Path, split: str) -> list[Path]:
+    """KRIS-Bench from the hub dataset Liang0223/KRIS_Bench (SHA-256 of LFS files)."""
+    files = fetch_hf_files("Liang0223/KRIS_Bench", root, keep=lambda path: path.startswith("KRIS_Bench/"))
+    write_manifest(root, split, files, "downloaded from the hub (Liang0223/KRIS_Bench), verified")
+    return files
+
+
+def _table_present(hub_split: Callable[[str], str]) -> Callable[[Path, str], bool]:
+    from editlab.datasets.magicbrush import arrow_files
+
+    return lambda root, split: _hf_present(root, hub_split(split)) or bool(arrow_files(root, hub_split(split)))
+
+
+def _table_files(hub_split: Callable[[str], str]) -> Callable[[Path, str], list[Path]]:
+    from editlab.datasets.magicbrush import arrow_files, parquet_files
+
+    return lambda root, split: (parquet_files(root, hub_split(split)) or arrow_files(root, hub_split(split))
+                                or _files(root / hub_split(split)))
+
+
+def _kris_files(root: Path, split: str) -> list[Path]:
+    from editlab.datasets.kris import kris_folder
+
+    return _files(kris_folder(root))
+
+
+def _kris_missing(dataset: Any) -> list[str]:
+    return [f"category folder missing: {c}" for c in dataset.missing_categories]
+
+
+def _rise_files(root: Path, split: str) -> list[Path]:
+    from editlab.datasets.risebench import RISE_INDEX
+
+    index = next((p for p in (root / RISE_INDEX[split], root / "data" / RISE_INDEX[split]) if p.is_file()), None)
+    if index is None:
+        return []
+    folders = [d for d in index.parent.rglob("*_images") if d.is_dir()]
+    return _files(index, *folders)
+
+
+def _gedit_split(split: str) -> str:
+    return "train"
+
+
+def _emu_split(split: str) -> str:
+    from editlab.datasets.emu_edit import SWAPPED
+
+    return SWAPPED[split]
+
+
 # --------------------------------------------------------------------------------------------------------
 # Benchmarks
 # --------------------------------------------------------------------------------------------------------
@@ -196,7 +323,7 @@ class Benchmark:
     title: str
     target: str                          # "module:Class" of the loader
     default_split: str
-    counts: dict[str, int]               # expected samples per split
+    counts: dict[str, int | None]        # expected samples per split (None: no published count)
     place: str                           # what to place where ({root} and {split} are filled in)
     present: Callable[[Path, str], bool]
     data_files: Callable[[Path, str], list[Path]]
@@ -204,10 +331,13 @@ class Benchmark:
     fetchable_splits: tuple[str, ...] = ()
     image_counts: dict[str, int] = field(default_factory=dict)  # expected image files per split
     session_counts: dict[str, int] = field(default_factory=dict)  # expected multi-turn sessions per split
+    loader_args: dict[str, Any] = field(default_factory=dict)  # extra arguments of the loader (e.g. a suite)
+    check: Callable[[Any], list[str]] | None = None  # further problems of a loaded dataset (e.g. missing parts)
 
     def loader(self) -> Any:
         module, _, attr = self.target.partition(":")
-        return getattr(importlib.import_module(module), attr)
+        cls = getattr(importlib.import_module(module), attr)
+        return (lambda **kw: cls(**self.loader_args, **kw)) if self.loader_args else cls
 
 
 def _files(*paths: Path) -> list[Path]:
@@ -347,6 +477,101 @@ BENCHMARKS: dict[str, Benchmark] = {
     ),
 }
 
+_IMGEDIT_PLACE = (
+    "ImgEdit-Bench: the edit json files are in github.com/PKU-YuanGroup/ImgEdit (Benchmark/Basic/basic_edit.json, "
+    "Benchmark/UGE/UGE_edit.json) and the images in Benchmark.tar of the hub dataset sysuyy/ImgEdit (this command "
+    "downloads both when online). Place them so that\n"
+    "  {root}/Basic/basic_edit.json   (or {root}/basic_edit.json)\n"
+    "  {root}/UGE/UGE_edit.json       (or {root}/UGE_edit.json)\n"
+    "  {root}/Benchmark/singleturn/<category>/<file>.jpg   (Basic images, the 'id' paths of basic_edit.json)\n"
+    "  {root}/Benchmark/hard/<file>.jpg                    (UGE images)"
+)
+
+BENCHMARKS.update({
+    "gedit": Benchmark(
+        name="gedit", title="GEdit-Bench (Step1X-Edit, Liu et al. 2025)",
+        target="editlab.datasets.gedit:GEditBenchDataset",
+        default_split="test", counts={"test": 606},  # per language: 606 English, 606 Chinese rows
+        place=_hub_place("stepfun-ai/GEdit-Bench").replace("{split}", "train")
+        + " The hub's only split is 'train' (editlab: test); arrow files train/*.arrow are read too.",
+        present=_table_present(_gedit_split), data_files=_table_files(_gedit_split),
+        fetch=lambda root, split: fetch_hf_parquet("stepfun-ai/GEdit-Bench", root, "train"),
+        fetchable_splits=("test",),
+    ),
+    "imgedit": Benchmark(
+        name="imgedit", title="ImgEdit-Bench Basic (Ye et al. 2025)",
+        target="editlab.datasets.imgedit:ImgEditDataset", default_split="test",
+        counts={"test": 737}, image_counts={"test": 737}, place=_IMGEDIT_PLACE,
+        present=lambda root, split: _imgedit_present(root, "basic"),
+        data_files=lambda root, split: _imgedit_files(root, "basic"),
+        fetch=lambda root, split: fetch_imgedit(root, "basic"), fetchable_splits=("test",),
+        loader_args={"suite": "basic"},
+    ),
+    "imgedit_uge": Benchmark(
+        name="imgedit_uge", title="ImgEdit-Bench UGE (Ye et al. 2025)",
+        target="editlab.datasets.imgedit:ImgEditDataset", default_split="test",
+        counts={"test": 47}, place=_IMGEDIT_PLACE,
+        present=lambda root, split: _imgedit_present(root, "uge"),
+        data_files=lambda root, split: _imgedit_files(root, "uge"),
+        fetch=lambda root, split: fetch_imgedit(root, "uge"), fetchable_splits=("test",),
+        loader_args={"suite": "uge"},
+    ),
+    "kris": Benchmark(
+        name="kris", title="KRIS-Bench (Wu et al. 2025)", target="editlab.datasets.kris:KRISBenchDataset",
+        default_split="test", counts={"test": None},  # the paper's total is not checkable against the release
+        place=(
+            "KRIS-Bench is the KRIS_Bench folder of the hub dataset Liang0223/KRIS_Bench (this command downloads it "
+            "when online). Place it so that\n"
+            "  {root}/KRIS_Bench/<category>/annotation.json and its images, for the 20 categories "
+            "(count_change, color_change, ..., viewpoint_change)"
+        ),
+        present=lambda root, split: any(_kris_files(root, split)), data_files=_kris_files,
+        fetch=fetch_kris, fetchable_splits=("test",), check=_kris_missing,
+    ),
+    "rise": Benchmark(
+        name="rise", title="RISEBench (Zhao et al. 2025)", target="editlab.datasets.risebench:RISEBenchDataset",
+        default_split="test", counts={"test": 360, "mini": 64},
+        place=(
+            "RISEBench-360 (split test) is datav2_total_w_subtask.json + data.zip of the hub dataset "
+            "PhoenixZ/RISEBench; RISEBench-64 (split mini) the data folder of github.com/PhoenixZ810/RISEBench "
+            "(this command downloads either when online). Place them so that\n"
+            "  {root}/datav2_total_w_subtask.json (or data_total.json for mini)\n"
+            "  {root}/temporal_reasoning_images/1.png ...  (the 'image' paths of the json, relative to its folder)"
+        ),
+        present=lambda root, split: bool(_rise_files(root, split)), data_files=_rise_files,
+        fetch=fetch_rise, fetchable_splits=("test", "mini"),
+    ),
+    "emu_edit": Benchmark(
+        name="emu_edit", title="Emu Edit test set (Sheynin et al. 2024)",
+        target="editlab.datasets.emu_edit:EmuEditDataset",
+        default_split="test", counts={"test": 2022, "validation": 3589},
+        place=(
+            "The Emu Edit test set is the hub dataset facebook/emu_edit_test_set (this command downloads it when "
+            "online). Its split names are swapped: editlab's test is the hub's validation files (2,022 rows), "
+            "editlab's validation the hub's test files (3,589 rows). Copy the parquet files so that\n"
+            "  {root}/data/validation-0000N-of-00002-<hash>.parquet   (editlab split test)\n"
+            "  {root}/data/test-0000N-of-00003-<hash>.parquet         (editlab split validation)\n"
+            "(reading them needs pyarrow)"
+        ),
+        present=_table_present(_emu_split), data_files=_table_files(_emu_split),
+        fetch=lambda root, split: fetch_hf_parquet("facebook/emu_edit_test_set", root, _emu_split(split)),
+        fetchable_splits=("test", "validation"),
+    ),
+})
+
+
+def _imgedit_present(root: Path, suite: str) -> bool:
+    from editlab.datasets.imgedit import _INDEX
+
+    return any((root / c).is_file() for c in _INDEX[suite])
+
+
+def _imgedit_files(root: Path, suite: str) -> list[Path]:
+    from editlab.datasets.imgedit import _INDEX
+
+    index = next((root / c for c in _INDEX[suite] if (root / c).is_file()), None)
+    return _files(*([index] if index else []), *_imgedit_images(root, suite))
+
 
 # --------------------------------------------------------------------------------------------------------
 # Verification
@@ -374,6 +599,8 @@ def verify(name: str, root: Path, split: str, checksums: Path | None = None, rec
         print(f"[{name}] {n_sessions} sessions (expected {expected_sessions})", file=out)
         if n_sessions != expected_sessions:
             problems.append(f"{n_sessions} sessions, expected {expected_sessions}")
+    if bench.check is not None:
+        problems += bench.check(dataset)
     issues = dataset.issues.by_id
     for message in list(issues.values())[:20]:
         problems.append(message)

@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from editlab.datasets.folder import DatasetFormatError, LocalBenchmark, open_image, read_json_file, resize_square
+from editlab.datasets.folder import DatasetFormatError, LocalBenchmark, open_image, resize_square
+from editlab.datasets.rows import has_bad_text, json_entries
 from editlab.types import Sample, TaskType
 
 
@@ -45,16 +46,20 @@ class TEdBenchDataset(LocalBenchmark):
 
     def _read(self) -> None:
         self.require_file(self.list_path, "input list", "Imagic's tedbench folder (input_list.json + originals/)")
-        pairs = read_json_file(self.list_path)
-        if not isinstance(pairs, list):
+        kind, rows = json_entries(self.list_path)
+        if kind is not list:
             raise DatasetFormatError(f"{self.list_path}: expected a list of {{img_name, target_text}} objects")
-        for position, pair in enumerate(pairs):
+        for row in rows:
+            position, pair = row.number, row.value
             where = f"{self.list_path}, entry {position}"
             name = pair.get("img_name") if isinstance(pair, dict) else None
             text = pair.get("target_text") if isinstance(pair, dict) else None
-            sid = f"{position:03d}_{Path(str(name)).stem}" if name else f"{position:03d}"
+            readable = name and not has_bad_text(name)
+            sid = f"{position:03d}_{Path(str(name)).stem}" if readable else f"{position:03d}"
             self.entries[sid] = {"position": position, "img_name": name, "target_text": text}
-            if not isinstance(pair, dict):
+            if row.problem:
+                self.issues.add(sid, where, row.problem)
+            elif not isinstance(pair, dict):
                 self.issues.add(sid, where, f"expected an object, got {type(pair).__name__}")
             elif not name or not text or not isinstance(text, str):
                 missing = [k for k, v in (("img_name", name), ("target_text", text)) if not v]

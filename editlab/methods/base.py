@@ -34,6 +34,13 @@ class EditMethod(ABC):
     families: ClassVar[tuple[str, ...]] = ("sd",)
     #: Paper presets by backbone preset name (``sd``: Stable Diffusion's weights); see :mod:`editlab.methods.presets`.
     presets: ClassVar[dict[str, Preset]] = {}
+    #: Whether :meth:`setup` needs a backbone; False (e.g. imported outputs) and the runner loads none.
+    needs_backbone: ClassVar[bool] = True
+    #: Whether :meth:`edit` uses a sample's several input images (``Sample.reference_images``).
+    multi_image: ClassVar[bool] = False
+    #: Whether the runner's wall time and memory measure this method's editing; False for edits made elsewhere
+    #: (their records say ``"runtime": "unknown (imported)"``).
+    measured: ClassVar[bool] = True
 
     def __init__(self, **settings: Any) -> None:
         self.settings = settings
@@ -72,6 +79,17 @@ class EditMethod(ABC):
     def missing_conditions(self, sample: Sample) -> list[Condition]:
         """Conditions this method needs that the sample does not carry at all."""
         return [c for c in self.taxonomy.conditions if not sample.has(c)]
+
+    def not_applicable_reason(self, sample: Sample) -> str | None:
+        """Why this method cannot edit ``sample`` at all (a missing condition, several input images for a method
+        that takes one), or None."""
+        missing = self.missing_conditions(sample)
+        if missing:
+            return "sample has no " + ", ".join(c.value for c in missing)
+        if sample.reference_images and not self.multi_image:
+            return (f"sample has {len(sample.reference_images) + 1} input images; method '{self.name}' takes one "
+                    f"image")
+        return None
 
     def check_inputs(self, sample: Sample) -> None:
         """Raise :class:`SampleError` for conditions that are present but unusable."""
