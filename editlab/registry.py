@@ -111,6 +111,7 @@ METRICS = Registry(
         "pie_clip_whole": "editlab.metrics.pie:PIECLIPWhole",
         "pie_clip_edited": "editlab.metrics.pie:PIECLIPEdited",
         "pie_structure": "editlab.metrics.pie:PIEStructure",
+        "judge": "editlab.metrics.judge:JudgeMetric",
     },
 )
 

@@ -358,6 +358,9 @@ def _batch_for(items: list[Loaded]) -> EditBatch:
         mask=torch.stack(masks) if all(m is not None for m in masks) else None,
         target=torch.stack(targets) if all(t is not None for t in targets) else None,
         meta=[sample.meta for _, sample, _ in items],
+        instructions=[r.get("instruction") for r, _, _ in items],
+        task_types=[r.get("task_type") for r, _, _ in items],
+        source_images=[to_rgb(sample.source_image) for _, sample, _ in items],
     )
 
 
@@ -389,6 +392,9 @@ def score_records(metrics: list[EditMetric], dataset: EditDataset, run_dir: Path
     """Compute every metric for ``records`` (in place), in batches from :func:`metric_batches`."""
     for chunk, batch in metric_batches(dataset, run_dir, records, batch_size):
         for metric in metrics:
+            if getattr(metric, "multi_column", False):
+                _store_multi_column(metric, chunk, batch)
+                continue
             try:
                 metric.update(batch)
                 values = metric.values[-1].tolist()
@@ -398,6 +404,36 @@ def score_records(metrics: list[EditMetric], dataset: EditDataset, run_dir: Path
                     rec.setdefault("metric_errors", {})[metric.name] = f"{type(err).__name__}: {err}"
             for rec, v in zip(chunk, values):
                 rec.setdefault("metrics", {})[metric.name] = None if math.isnan(v) else float(v)
+
+
+def _store_multi_column(metric: EditMetric, chunk: list[dict[str, Any]], batch: EditBatch) -> None:
+    """A multi-column metric's values, failures and payload (e.g. a judge's raw replies) into the records:
+    ``metrics[col]`` (None on failure), ``metric_errors[col]`` and ``judgements[col]``."""
+    try:
+        results = metric.score_samples(batch)
+        if len(results) != len(chunk):
+            raise RuntimeError(f"{metric.name} returned {len(results)} results for {len(chunk)} samples")
+    except Exception as err:
+        columns = list(metric.column_definitions())
+        for rec in chunk:
+            for col in columns:
+                rec.setdefault("metrics", {})[col] = None
+                rec.setdefault("metric_errors", {})[col] = f"{type(err).__name__}: {err}"
+        return
+    for rec, res in zip(chunk, results):
+        rec.setdefault("metrics", {}).update(res.values)
+        if res.errors:
+            rec.setdefault("metric_errors", {}).update(res.errors)
+        if res.payload:
+            rec.setdefault("judgements", {}).update(res.payload)
+
+
+def column_definitions(metrics: list[Any]) -> dict[str, dict[str, Any]]:
+    """Definitions of every column the metrics write (a multi-column metric defines several)."""
+    out: dict[str, dict[str, Any]] = {}
+    for m in metrics:
+        out |= m.column_definitions() if hasattr(m, "column_definitions") else {m.name: m.describe()}
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -529,6 +565,7 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
     if stale:
         for rec in stale:
             rec["metrics"], rec["metric_errors"] = {}, {}
+            rec.pop("judgements", None)
         for m in metrics:
             m.reset()
         score_records(metrics, dataset, run_dir, stale, cfg.runner.metrics_batch_size)
@@ -549,7 +586,7 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
         "taxonomy": method.taxonomy.as_dict(),
         "method_settings": _plain(cfg.method),
         "metric_modes": sorted({m.mode for m in all_metrics}),
-        "metric_definitions": {m.name: m.describe() for m in all_metrics},
+        "metric_definitions": column_definitions(all_metrics),
         "metrics_skipped": skipped,
         "num_shards": num_shards,
         "setup_error": setup_error,
