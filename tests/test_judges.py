@@ -17,6 +17,7 @@ import pytest
 import torch
 from conftest import compose_cfg
 
+from editlab import ROOT
 from editlab.metrics.base import EditBatch
 from editlab.metrics.judge.client import JudgeClient, JudgeServerError
 from editlab.metrics.judge.parsers import (
@@ -111,6 +112,39 @@ def test_prompt_files_are_parsed_never_run_and_hashes_are_checked(tmp_path: Path
     digest = hashlib.sha256(code).hexdigest()
     assert prepare("vie_gedit", tmp_path, offline=True, sha256=digest) == 0
     assert json.loads((folder / "editlab_prompts.json").read_text()) == {"_a": "rule one", "b": "two"}
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "configs" / "metrics" / "judge").glob("*.yaml")))
+def test_every_judge_protocol_config_builds_or_says_how_to_prepare(name: str, tmp_path: Path) -> None:
+    from editlab.bench.runner import build_metrics, column_definitions
+
+    cfg = compose_cfg([f"metrics=judge/{name}", f"results_dir={tmp_path}"])
+    metrics, skipped = build_metrics(cfg.metrics)
+    if skipped:
+        assert f"editlab data prepare {name}" in next(iter(skipped.values()))
+        return
+    (metric,) = metrics
+    defs = column_definitions(metrics)
+    assert list(defs) == metric.columns() and all(c.endswith("[qwen2.5-vl-7b-instruct]") for c in defs)
+
+
+def test_a_prepared_file_that_is_not_the_pinned_one_is_refused(tmp_path: Path) -> None:
+    """A prompt folder whose file is not the one editlab pins (here a stand-in with the same variable names) does not
+    build: the metric is skipped with the hash problem, nothing is judged with the wrong prompts."""
+    from editlab.bench.runner import build_metrics
+    from editlab.metrics.judge.sources import write_prepared
+
+    names = {"vie_gedit": ["_context_no_delimit", "_prompts_0shot_two_image_edit_rule", "_prompts_0shot_tie_rule_SC",
+                           "_prompts_0shot_rule_PQ"]}
+    code = "".join(f'{k} = """{k} text <instruction>"""\n' for k in names["vie_gedit"]).encode()
+    write_prepared("vie_gedit", tmp_path / "vie_gedit", code, "test stand-in")
+    (tmp_path / "vie_gedit" / "editlab_manifest.json").write_text(json.dumps(
+        json.loads((tmp_path / "vie_gedit" / "editlab_manifest.json").read_text())
+        | {"sha256": hashlib.sha256(code).hexdigest()}))
+    cfg = compose_cfg(["metrics=judge/vie_gedit", f"results_dir={tmp_path}",
+                       f"metrics.vie_gedit.prompt_root={tmp_path}"])
+    metrics, skipped = build_metrics(cfg.metrics)
+    assert not metrics and "SHA-256" in skipped["vie_gedit"]
 
 
 def test_unprepared_protocol_is_skipped_with_the_prepare_command(tmp_path: Path) -> None:
