@@ -408,7 +408,8 @@ def score_records(metrics: list[EditMetric], dataset: EditDataset, run_dir: Path
 
 def _store_multi_column(metric: EditMetric, chunk: list[dict[str, Any]], batch: EditBatch) -> None:
     """A multi-column metric's values, failures and payload (e.g. a judge's raw replies) into the records:
-    ``metrics[col]`` (None on failure), ``metric_errors[col]`` and ``judgements[col]``."""
+    ``metrics[col]`` (None on failure), ``metric_errors[col]`` and ``judgements[key]`` (keys as the metric says: a judge
+    uses ``<protocol>[<label>]``)."""
     try:
         results = metric.score_samples(batch)
         if len(results) != len(chunk):
