@@ -51,7 +51,8 @@ def candidates(per_task: int) -> tuple[EditBatch, list[str]]:
 
 def measure(base_url: str, model: str, per_task: int, temperature: float, max_tokens: int, cache: Path) -> None:
     batch, kinds = candidates(per_task)
-    truth = {"edit_acc": EditAccuracy().per_sample(batch).numpy(), "preservation": Preservation().per_sample(batch).numpy()}
+    truth = {"edit_acc": EditAccuracy().per_sample(batch).numpy(),
+             "preservation": Preservation().per_sample(batch).numpy()}
     node = OmegaConf.load(ROOT / "configs" / "metrics" / "judge" / "editlab.yaml")["editlab_judge"]
     judge = JudgeMetric(protocol=OmegaConf.to_container(node["protocol"], resolve=True),
                         client={"base_url": base_url, "model": model, "concurrency": 4},
@@ -73,7 +74,8 @@ def measure(base_url: str, model: str, per_task: int, temperature: float, max_to
         for name, t in truth.items():
             a = agreement(values, t)
             print(f"  vs oracle {name:<12}: n={a['n']:<4} Spearman {a['spearman']:+.3f} (p={a['spearman_p']:.2f})  "
-                  f"Kendall {a['kendall']:+.3f}  pairwise accuracy {a['pairwise_accuracy']:.3f} over {a['pairs']} pairs")
+                  f"Kendall {a['kendall']:+.3f}  pairwise accuracy {a['pairwise_accuracy']:.3f} "
+                  f"over {a['pairs']} pairs")
 
 
 def main() -> None:
