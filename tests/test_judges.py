@@ -232,6 +232,7 @@ def _judge_overrides(server, folder, results: Path, *extra: str) -> list[str]:
             *extra]
 
 
+@pytest.mark.slow
 def test_judge_end_to_end_through_transformers_serve(toy_server, tmp_path: Path) -> None:
     from editlab.bench.runner import run
     from editlab.bench.tables import load_runs
@@ -286,6 +287,36 @@ def test_judge_end_to_end_through_transformers_serve(toy_server, tmp_path: Path)
     assert set(agree["truth"]) == {"oracle edit_acc (edit_acc)", "oracle preservation (preservation)"}
     with_pairs = agree[agree["pairs"] > 0]
     assert ((with_pairs["pairwise_accuracy"] >= 0) & (with_pairs["pairwise_accuracy"] <= 1)).all()
+    _human_agreement_and_report(runs, rerun.run_dir, tmp_path)
+
+
+def _human_agreement_and_report(runs, run_dir: Path, tmp_path: Path) -> None:
+    """Likert ratings that equal the judge's accuracy column agree with it perfectly; the report writes judges.md and
+    a pilot report whose saving names its acceptance source."""
+    from editlab.reports import ReportOptions, render_report
+    from editlab.reports.human import export_rating_page
+    from editlab.reports.judges import human_agreement
+
+    paths = export_rating_page(runs, tmp_path / "human", "likert", max_items=50)
+    key = json.loads(paths["key"].read_text())
+    values = {r["id"]: r["metrics"]["judge_acc[toy-vlm]"] for r in runs[0].records}
+    ratings = [{"item": item, "accuracy": 10 * values[k["sample_id"]], "preservation": 5, "quality": 5}
+               for item, k in key["items"].items() if values.get(k["sample_id"]) is not None]
+    rating_file = tmp_path / "human" / "ratings_ann.json"
+    rating_file.write_text(json.dumps({"page_id": key["page_id"], "mode": "likert", "rater": "ann",
+                                       "ratings": ratings}))
+    human = human_agreement(runs, [rating_file], paths["key"])
+    row = human[(human["judge column"] == "judge_acc[toy-vlm]") & (human["truth"].str.startswith("human accuracy"))]
+    if row.iloc[0]["n"] >= 3 and np.isfinite(row.iloc[0]["spearman"]):
+        assert row.iloc[0]["spearman"] == pytest.approx(1.0) and row.iloc[0]["pairwise_accuracy"] == 1.0
+    out = render_report([run_dir], tmp_path / "report", ReportOptions(
+        plots=False, gallery=False, manual_minutes=5.0, review_minutes=0.5, accept="human>=5",
+        ratings=[rating_file], rating_key=paths["key"]))
+    judges_md = (tmp_path / "report" / "judges.md").read_text()
+    assert "## Agreement with the ShapesWorld oracle" in judges_md and "## Agreement with human ratings" in judges_md
+    pilot = (tmp_path / "report" / "pilot.md").read_text()
+    assert "Acceptance source: human rating (mean overall of raters) >= 5" in pilot
+    assert "min saved / edit (95% CI)" in pilot and out["files"]["judges"]
 
 
 def test_judge_failures_when_the_server_is_gone_are_recorded_not_scored(tmp_path: Path) -> None:

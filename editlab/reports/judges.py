@@ -130,7 +130,7 @@ def human_agreement(runs: list[Any], rating_files: list[Path], key_path: Path) -
     if key["mode"] == "likert":
         lf = likert_frame(ratings, key)
         lf["overall"] = lf[list(CRITERIA)].mean(axis=1)
-        human = lf.groupby(["method", "sample_id"])[[*CRITERIA, "overall"]].mean()
+        human = lf.groupby(["method", "sample_id"])[[*CRITERIA, "overall"]].mean().add_prefix("human ")
         joined = human.join(index, how="inner")
         for jc in judges:
             if jc not in joined:
@@ -138,7 +138,7 @@ def human_agreement(runs: list[Any], rating_files: list[Path], key_path: Path) -
             for crit in (*CRITERIA, "overall"):
                 rows.append({"judge column": jc, "aspect": judges[jc].get("aspect"),
                              "truth": f"human {crit} (mean of raters)",
-                             **agreement(joined[jc].to_numpy(float), joined[crit].to_numpy(float))})
+                             **agreement(joined[jc].to_numpy(float), joined[f"human {crit}"].to_numpy(float))})
         return pd.DataFrame(rows)
     comps = comparisons_from(ratings, key)
     decided = comps[comps["score"] != 0.5]
