@@ -49,14 +49,15 @@ def candidates(per_task: int) -> tuple[EditBatch, list[str]]:
     return batch, kinds
 
 
-def measure(base_url: str, model: str, per_task: int, temperature: float, max_tokens: int, cache: Path) -> None:
+def measure(base_url: str, model: str, per_task: int, temperature: float, max_tokens: int, cache: Path,
+            seed: int | None = 0) -> None:
     batch, kinds = candidates(per_task)
     truth = {"edit_acc": EditAccuracy().per_sample(batch).numpy(),
              "preservation": Preservation().per_sample(batch).numpy()}
     node = OmegaConf.load(ROOT / "configs" / "metrics" / "judge" / "editlab.yaml")["editlab_judge"]
     judge = JudgeMetric(protocol=OmegaConf.to_container(node["protocol"], resolve=True),
                         client={"base_url": base_url, "model": model, "concurrency": 4},
-                        decoding={"temperature": temperature, "seed": 0, "max_tokens": max_tokens},
+                        decoding={"temperature": temperature, "seed": seed, "max_tokens": max_tokens},
                         parse_retries=2, cache_dir=str(cache))
     start = time.perf_counter()
     results = judge.score_samples(batch)
@@ -98,8 +99,10 @@ def main() -> None:
         folder = build_toy_vlm(Path(tmp) / "toy-vlm")
         with LocalServer(folder) as server:
             print(f"judge: editlab's toy Qwen2-VL (random weights) under transformers serve at {server.base_url}")
+            # unseeded first asks: with one fixed seed the toy samples the same token for every input
             measure(server.base_url, str(folder), args.per_task,
-                    1.0 if args.temperature is None else args.temperature, args.max_tokens or 1, Path(tmp) / "cache")
+                    1.0 if args.temperature is None else args.temperature, args.max_tokens or 1, Path(tmp) / "cache",
+                    seed=None)
 
 
 if __name__ == "__main__":

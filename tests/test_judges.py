@@ -76,6 +76,7 @@ def test_kris_parsers_json_then_patterns() -> None:
 def test_rise_final_score_and_editlab_integers() -> None:
     assert parse_rise_final_score("Reasoning...\n**Final Score**: 4") == [4.0]
     assert parse_rise_final_score("Final Scores: 1, 0") == [1.0, 0.0]
+    assert parse_rise_final_score("... formatted:\n\n**Final Score:** **4**") == [4.0]      # the prompts' format
     with pytest.raises(ParseError):
         parse_rise_final_score("I think it is a 4")
     assert parse_integers(" 7 ", count=1, range=[0, 10]) == [7.0]
