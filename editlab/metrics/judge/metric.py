@@ -212,6 +212,8 @@ class JudgeMetric(EditMetric):
                 self.cache.put(key, entry)
                 with self._lock:
                     self.stats["calls"] += 1
+                    self.stats.setdefault("first_call", entry["date"])
+                    self.stats["last_call"] = entry["date"]
                     if reply.served_model and reply.served_model not in self.stats["served_models"]:
                         self.stats["served_models"].append(reply.served_model)
             else:
