@@ -370,3 +370,26 @@ def test_judge_batch_fields_from_the_runner(tmp_path: Path) -> None:
     assert isinstance(batch, EditBatch) and batch.instructions == [r["instruction"] for r in records]
     assert batch.task_types == [r["task_type"] for r in records] and len(batch.source_images) == 2
     assert isinstance(batch.edited, torch.Tensor)
+
+
+def test_gedit_aggregate_is_the_mean_of_task_group_means_with_the_intersection_subset() -> None:
+    """calculate_statistics.py: per group mean of the per-sample values, overall = mean of the group means; the same
+    on the intersection subset; per instruction language."""
+    from types import SimpleNamespace
+
+    from editlab.reports.judges import protocol_aggregates
+
+    spec = {"group_by": "group", "overall": "mean_of_groups", "subsets": {"intersection": "intersection"},
+            "split_by": "language"}
+    col = "vie_o[j]"
+    definitions = {col: {"judge_metric": "vie_gedit[j]", "protocol": {"aggregate": spec}, "aspect": "overall"}}
+    rows = [("a", 2.0, True), ("a", 4.0, False), ("b", 9.0, True)]
+    records = [{"id": f"s{i}", "status": "ok", "metrics": {col: v},
+                "judgements": {"vie_gedit[j]": {"fields": {"group": g, "intersection": x, "language": "en"}}}}
+               for i, (g, v, x) in enumerate(rows)]
+    run = SimpleNamespace(label="m", records=records, definitions=lambda: definitions)
+    agg = protocol_aggregates([run]).set_index("subset")
+    assert agg.loc["all", "overall"] == pytest.approx((3.0 + 9.0) / 2)       # not the sample mean 5.0
+    assert agg.loc["all", "group=a"] == pytest.approx(3.0)
+    assert agg.loc["intersection", "overall"] == pytest.approx((2.0 + 9.0) / 2)
+    assert agg.loc["all", "split"] == "en"
