@@ -334,6 +334,9 @@ def test_judge_failures_when_the_server_is_gone_are_recorded_not_scored(tmp_path
         rec = json.loads(line)
         assert rec["metrics"]["judge_acc[judge-model]"] is None
         assert url in rec["metric_errors"]["judge_acc[judge-model]"]
+        assert rec["metrics_retry"] is True                       # the next run asks again (the server may be up)
+    again = run(cfg, show_table=False)
+    assert again.results["timing"]["samples_scored_this_run"] == 2
 
 
 def test_agreement_statistics_against_known_orderings() -> None:

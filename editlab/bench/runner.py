@@ -427,6 +427,8 @@ def _store_multi_column(metric: EditMetric, chunk: list[dict[str, Any]], batch: 
             rec.setdefault("metric_errors", {}).update(res.errors)
         if res.payload:
             rec.setdefault("judgements", {}).update(res.payload)
+        if res.retry:
+            rec["metrics_retry"] = True
 
 
 def column_definitions(metrics: list[Any]) -> dict[str, dict[str, Any]]:
@@ -562,11 +564,13 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
     dist_metrics = [m for m in all_metrics if isinstance(m, DistributionMetric)]
     metrics_key = stable_hash([m.describe() for m in metrics])
     stale = [r for r in records.values()
-             if r["status"] == STATUS_OK and is_scored(r) and r.get("metrics_key") != metrics_key]
+             if r["status"] == STATUS_OK and is_scored(r) and (r.get("metrics_key") != metrics_key
+                                                               or r.get("metrics_retry"))]
     if stale:
         for rec in stale:
             rec["metrics"], rec["metric_errors"] = {}, {}
             rec.pop("judgements", None)
+            rec.pop("metrics_retry", None)
         for m in metrics:
             m.reset()
         score_records(metrics, dataset, run_dir, stale, cfg.runner.metrics_batch_size)

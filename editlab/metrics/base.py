@@ -80,6 +80,8 @@ class SampleScores:
     values: dict[str, float | None] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     payload: dict[str, Any] = field(default_factory=dict)
+    #: True when a failure may pass on its own (e.g. the judge server was down): the next run scores it again.
+    retry: bool = False
 
 
 class EditMetric(Metric):

@@ -54,6 +54,7 @@ class QueryResult:
     values: list[float] | None
     attempts: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    server_error: bool = False
 
 
 class JudgeMetric(EditMetric):
@@ -197,14 +198,14 @@ class JudgeMetric(EditMetric):
                 if self._dead is None:
                     self.client()
                 if self._dead is not None:
-                    return QueryResult(None, result.attempts, f"query '{query.name}': {self._dead}")
+                    return QueryResult(None, result.attempts, f"query '{query.name}': {self._dead}", server_error=True)
                 try:
                     reply = self.client().chat(content, decoding)
                 except JudgeServerError as err:
                     if "no server answers" in str(err):
                         self._dead = str(err)
                     result.attempts.append(attempt | {"server_error": str(err)})
-                    result.error = f"query '{query.name}': {err}"
+                    result.error, result.server_error = f"query '{query.name}': {err}", True
                     return result
                 entry = {"reply": reply.text, "served_model": reply.served_model, "finish_reason": reply.finish_reason,
                          "seconds": reply.seconds, "usage": reply.usage, "http_attempts": reply.attempts,
@@ -301,6 +302,7 @@ class JudgeMetric(EditMetric):
         group_keys = [self.protocol.aggregate.get("group_by")] + list(self.protocol.aggregate.get("subsets") or {})
         for i in range(n):
             scores = self._columns_for(fields[i], per_sample[i])
+            scores.retry = any(r.server_error for r in per_sample[i].values())
             for q, why in skipped[i].items():
                 for name in scores.values:
                     if scores.values[name] is None and name not in scores.errors:
