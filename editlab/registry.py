@@ -123,6 +123,7 @@ METRICS = Registry(
         "clip_t": "editlab.metrics.similarity:CLIPTextSimilarity",
         "src_psnr": "editlab.metrics.similarity:SourcePSNR",
         "src_ssim": "editlab.metrics.similarity:SourceSSIM",
+        "judge": "editlab.metrics.judge:JudgeMetric",
     },
 )
 

@@ -120,7 +120,12 @@ def _report(argv: list[str]) -> None:
     parser.add_argument("--price-per-hour", type=float, default=2.0, help="device price per hour (default 2.0)")
     parser.add_argument("--currency", default="USD")
     parser.add_argument("--manual-minutes", type=float, default=None,
-                        help="minutes a manual edit takes: the pilot report then shows the time saved per edit")
+                        help="minutes a manual edit takes: the pilot report then shows the labour saved per edit")
+    parser.add_argument("--review-minutes", type=float, default=0.0,
+                        help="minutes a person spends reviewing one generated edit (subtracted from the saving)")
+    parser.add_argument("--accept", default=None, metavar="SOURCE",
+                        help="which edits count as accepted for the saving: oracle[:T] (ShapesWorld), "
+                             "metric:<column>>=<T> (e.g. a judge column) or human>=<T> (Likert ratings)")
     parser.add_argument("--export-rating-page", choices=("pairwise", "likert"), default=None,
                         help="write a blind human rating page (human/rating_page.html) and its key")
     parser.add_argument("--rating-items", type=int, default=100, help="items on the rating page")
@@ -150,6 +155,7 @@ def _report(argv: list[str]) -> None:
         task_metric=args.task_metric, plots=args.plots, gallery=args.gallery,
         gallery_max_samples=args.gallery_max_samples, thumb=args.thumb, pilot=args.pilot,
         price_per_hour=args.price_per_hour, currency=args.currency, manual_minutes=args.manual_minutes,
+        review_minutes=args.review_minutes, accept=args.accept,
         export_rating_page=args.export_rating_page, rating_items=args.rating_items,
         ratings=[Path(r) for r in args.ratings], rating_key=Path(args.rating_key) if args.rating_key else None,
         table=table)

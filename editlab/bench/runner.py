@@ -107,10 +107,13 @@ def build_metrics(metrics_cfg: Any) -> tuple[list[Any], dict[str, str]]:
     return metrics, skipped
 
 
-def describe_metric(metric: Any, hash_cache: Path | None = None) -> dict[str, Any]:
-    """A metric's recorded definition, with the sha256 of every weight file it computes with."""
+def describe_metric(metric: Any, hash_cache: Path | None = None) -> dict[str, dict[str, Any]]:
+    """The recorded definition of every column a metric writes (a multi-column metric, e.g. a judge protocol,
+    defines several), each with the sha256 of every weight file the metric computes with."""
     files = metric.weight_files() if hasattr(metric, "weight_files") else []
-    return metric.describe() | {"weights": weight_hashes(files, hash_cache)}
+    hashes = {"weights": weight_hashes(files, hash_cache)}
+    columns = metric.column_definitions() if hasattr(metric, "column_definitions") else {metric.name: metric.describe()}
+    return {name: d | hashes for name, d in columns.items()}
 
 
 def build(node: Any) -> Any:
@@ -380,6 +383,9 @@ def _batch_for(items: list[Loaded]) -> EditBatch:
         mask=torch.stack(masks) if all(m is not None for m in masks) else None,
         target=torch.stack(targets) if all(t is not None for t in targets) else None,
         meta=[sample.meta for _, sample, _ in items],
+        instructions=[r.get("instruction") for r, _, _ in items],
+        task_types=[r.get("task_type") for r, _, _ in items],
+        source_images=[to_rgb(sample.source_image) for _, sample, _ in items],
     )
 
 
@@ -438,6 +444,9 @@ def score_records(metrics: list[EditMetric], dataset: EditDataset, run_dir: Path
     """Compute every metric for ``records`` (in place), in batches from :func:`metric_batches`."""
     for chunk, batch in metric_batches(dataset, run_dir, records, batch_size, jpeg_quality):
         for metric in metrics:
+            if getattr(metric, "multi_column", False):
+                _store_multi_column(metric, chunk, batch)
+                continue
             try:
                 metric.update(batch)
                 values = metric.values[-1].tolist()
@@ -447,6 +456,31 @@ def score_records(metrics: list[EditMetric], dataset: EditDataset, run_dir: Path
                     rec.setdefault("metric_errors", {})[metric.name] = f"{type(err).__name__}: {err}"
             for rec, v in zip(chunk, values):
                 rec.setdefault("metrics", {})[metric.name] = None if math.isnan(v) else float(v)
+
+
+def _store_multi_column(metric: EditMetric, chunk: list[dict[str, Any]], batch: EditBatch) -> None:
+    """A multi-column metric's values, failures and payload (e.g. a judge's raw replies) into the records:
+    ``metrics[col]`` (None on failure), ``metric_errors[col]`` and ``judgements[key]`` (keys as the metric says: a judge
+    uses ``<protocol>[<label>]``)."""
+    try:
+        results = metric.score_samples(batch)
+        if len(results) != len(chunk):
+            raise RuntimeError(f"{metric.name} returned {len(results)} results for {len(chunk)} samples")
+    except Exception as err:
+        columns = list(metric.column_definitions())
+        for rec in chunk:
+            for col in columns:
+                rec.setdefault("metrics", {})[col] = None
+                rec.setdefault("metric_errors", {})[col] = f"{type(err).__name__}: {err}"
+        return
+    for rec, res in zip(chunk, results):
+        rec.setdefault("metrics", {}).update(res.values)
+        if res.errors:
+            rec.setdefault("metric_errors", {}).update(res.errors)
+        if res.payload:
+            rec.setdefault("judgements", {}).update(res.payload)
+        if res.retry:
+            rec["metrics_retry"] = True
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -589,13 +623,16 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
     metrics = [m for m in all_metrics if not isinstance(m, DistributionMetric)]
     dist_metrics = [m for m in all_metrics if isinstance(m, DistributionMetric)]
     hash_cache = Path(cfg.results_dir) / "_cache" / "file_hashes.json"
-    definitions = {m.name: describe_metric(m, hash_cache) for m in all_metrics}
-    metrics_key = stable_hash([[definitions[m.name] for m in metrics], scoring])
+    described = [describe_metric(m, hash_cache) for m in metrics]
+    metrics_key = stable_hash([described, scoring])
     stale = [r for r in records.values()
-             if r["status"] == STATUS_OK and is_scored(r) and r.get("metrics_key") != metrics_key]
+             if r["status"] == STATUS_OK and is_scored(r) and (r.get("metrics_key") != metrics_key
+                                                               or r.get("metrics_retry"))]
     if stale:
         for rec in stale:
             rec["metrics"], rec["metric_errors"] = {}, {}
+            rec.pop("judgements", None)
+            rec.pop("metrics_retry", None)
         for m in metrics:
             m.reset()
         score_records(metrics, dataset, run_dir, stale, cfg.runner.metrics_batch_size, scoring["jpeg_quality"])
@@ -616,7 +653,8 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
         "taxonomy": method.taxonomy.as_dict(),
         "method_settings": _plain(cfg.method),
         "metric_modes": sorted({m.mode for m in all_metrics}),
-        "metric_definitions": definitions,
+        # after scoring: a judge's definitions also record what it served and how often it failed to parse
+        "metric_definitions": {k: v for m in all_metrics for k, v in describe_metric(m, hash_cache).items()},
         "metrics_input": scoring,
         "metrics_skipped": skipped,
         "versions": versions(),

@@ -30,8 +30,8 @@ from editlab.types import LearningStrategy, TaskType
 STRATEGY_ORDER = [s.value for s in (LearningStrategy.TRAINING_BASED, LearningStrategy.TESTING_TIME_FINETUNING,
                                     LearningStrategy.TRAINING_FREE)]
 TASK_METRIC_PREFERENCE = ("edit_acc", "pie_clip_whole", "clip_score", "pie_psnr_unedit", "bg_psnr")
-FAMILY_ORDER = ("structure", "preservation", "text alignment", "edit accuracy", "ground truth", "distribution",
-                "other", "cost")
+FAMILY_ORDER = ("structure", "preservation", "text alignment", "edit accuracy", "judge", "ground truth",
+                "distribution", "other", "cost")
 #: Inversion names (editlab's and PIE-Bench's spellings) used to read ``a+b`` method names in either order.
 KNOWN_INVERSIONS = {"ddim", "nti", "npi", "direct", "edict", "ddpm", "null-text", "null_text", "nt", "np",
                     "negative-prompt", "styled", "stylediffusion", "directinversion", "pnpinversion", "di"}
@@ -162,8 +162,11 @@ def split_method(results: dict[str, Any]) -> tuple[str, str] | None:
     return a, b
 
 
-def metric_family(name: str) -> str:
-    """Column group of a metric (PIE-Bench's grouping: structure, background preservation, CLIP similarity)."""
+def metric_family(name: str, definition: dict[str, Any] | None = None) -> str:
+    """Column group of a metric (PIE-Bench's grouping: structure, background preservation, CLIP similarity; a VLM
+    judge's columns, recognised by their definition, form the ``judge`` group)."""
+    if definition is not None and definition.get("judge_metric"):
+        return "judge"
     n = name.lower()
     if n in COST_COLUMNS or n.startswith(("s/edit", "peak")):
         return "cost"
@@ -183,8 +186,8 @@ def metric_family(name: str) -> str:
     return "other"
 
 
-def _family_rank(name: str) -> tuple[int, str]:
-    return FAMILY_ORDER.index(metric_family(name)), name
+def _family_rank(name: str, definition: dict[str, Any] | None = None) -> tuple[int, str]:
+    return FAMILY_ORDER.index(metric_family(name, definition)), name
 
 
 MAIN_METRIC_PREFERENCE = {
@@ -193,6 +196,7 @@ MAIN_METRIC_PREFERENCE = {
     "structure": ("pie_structure", "structure"),
     "preservation": ("pie_psnr_unedit", "bg_psnr", "preservation", "bg_ssim", "pie_ssim_unedit", "src_psnr", "l1",
                      "clip_i", "dino"),
+    "judge": ("vie_o", "imgedit_score", "kris_if", "rise_score", "lmm_score", "judge_overall"),
     "ground truth": ("gt_psnr", "gt_ssim", "gt_clip_i"),
 }
 
@@ -345,7 +349,15 @@ class DefinitionConflict(ValueError):
 
 #: The fields of a metric definition that must agree for two runs' values to share a column.
 DEFINITION_KEYS = ("class", "definition", "version", "mode", "backbone", "scale", "higher_is_better", "resize",
-                   "reference", "kid_subset_size")
+                   "reference", "kid_subset_size", "protocol", "decoding", "expr")
+
+
+def _judged_by(d: dict[str, Any]) -> Any:
+    """The judge of a judge column (model and label; the server's URL may move without changing a number)."""
+    judge = d.get("judge")
+    if not isinstance(judge, dict):
+        return judge
+    return {k: v for k, v in judge.items() if k not in ("base_url", "api_key_env")}
 
 
 def metric_definitions(runs: list[LoadedRun]) -> dict[str, dict[str, Any]]:
@@ -360,6 +372,8 @@ def metric_definitions(runs: list[LoadedRun]) -> dict[str, dict[str, Any]]:
                 continue
             first = merged[name]
             diff = [k for k in DEFINITION_KEYS if first.get(k) != d.get(k)]
+            if _judged_by(first) != _judged_by(d):
+                diff.append("judge")
             if first.get("weights") is not None and d.get("weights") is not None and first["weights"] != d["weights"]:
                 diff.append("weights")
             if diff:
@@ -583,7 +597,10 @@ def build_model(run_dirs: list[Path] | list[LoadedRun], options: TableOptions | 
     scale = {n: d.get("scale", 1.0) for n, d in definitions.items()}
     worst = {n: d.get("worst") for n, d in definitions.items()}
     dataset_level = {n for n, d in definitions.items() if d.get("per_sample") is False}
-    metric_names = sorted(set(higher) - dataset_level, key=_family_rank)
+    def rank(name: str) -> tuple[int, str]:
+        return _family_rank(name, definitions.get(name))
+
+    metric_names = sorted(set(higher) - dataset_level, key=rank)
     several = len({run.dataset for run in runs}) > 1
     status, raw = _sample_frames(runs, several)
     defines = {(run.dataset, run.label): set(run.definitions()) for run in runs}
@@ -596,10 +613,10 @@ def build_model(run_dirs: list[Path] | list[LoadedRun], options: TableOptions | 
     meta_columns = (["learning strategy"] + (["dataset"] if several else []) + ["method"]
                     + (["inversion", "editor"] if composite else []) + ["n"])
     columns, families, metric_of = [], {}, {}
-    for name in metric_names + sorted(dataset_level, key=_family_rank):
+    for name in metric_names + sorted(dataset_level, key=rank):
         col = _column(name, higher[name], scale[name])
         columns.append(col)
-        families[col] = metric_family(name)
+        families[col] = metric_family(name, definitions.get(name))
         metric_of[col] = name
     for col in COST_COLUMNS:
         columns.append(col)
@@ -628,7 +645,7 @@ def build_model(run_dirs: list[Path] | list[LoadedRun], options: TableOptions | 
             cells[col] = Cell(text, value)
             values[name] = mine.set_index("sample_id")["value"]
         n_common = meta["n"]
-        for name in sorted(dataset_level, key=_family_rank):
+        for name in sorted(dataset_level, key=rank):
             col = _column(name, higher[name], scale[name])
             d = (res.get("dataset_metrics") or {}).get(name) or {}
             value = d.get("value")

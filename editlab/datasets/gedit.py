@@ -125,5 +125,9 @@ class GEditBenchDataset(LocalBenchmark):
             task_type=self.tasks.get(sample_id),
             meta={"gedit": {"key": str(row["key"]), "task_type": str(row["task_type"]),
                             "language": str(row["instruction_language"]),
-                            "intersection": bool(row.get("Intersection_exist"))}},
+                            "intersection": bool(row.get("Intersection_exist"))},
+                  # what the vie_gedit judge protocol reads (configs/metrics/judge/vie_gedit.yaml `fields`)
+                  "judge_fields": {"gedit_task_type": str(row["task_type"]),
+                                   "intersection_exist": bool(row.get("Intersection_exist")),
+                                   "instruction_language": str(row["instruction_language"])}},
         )

@@ -125,5 +125,6 @@ class ImgEditDataset(LocalBenchmark):
             instruction=str(entry["prompt"]),
             task_type=e["task"],
             meta={"imgedit": {"key": sample_id, "image": str(entry["id"]), "edit_type": entry.get("edit_type"),
-                              "suite": self.suite}},
+                              "suite": self.suite},
+                  "judge_fields": {"imgedit_edit_type": entry.get("edit_type")}},  # read by judge/imgedit
         )

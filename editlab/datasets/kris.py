@@ -139,7 +139,8 @@ class KRISBenchDataset(LocalBenchmark):
             instruction=str(e["instruction"]),
             target_image=image(e["gt"]) if e["gt"] else None,
             task_type=e["task"],
-            meta={"kris": meta},
+            meta={"kris": meta,  # judge/kris reads the category and the explanation
+                  "judge_fields": {"kris_category": e["category"], "explain": e["explain"] or ""}},
         )
 
 

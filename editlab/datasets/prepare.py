@@ -648,10 +648,18 @@ def instructions(name: str, root: Path, split: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``editlab data prepare <name> [--root DIR] [--split S] [--offline] [--checksums FILE]``; returns the exit
-    status: 0 ready and verified, 1 present but with problems, 2 missing (instructions printed)."""
+    status: 0 ready and verified, 1 present but with problems, 2 missing (instructions printed).
+    ``judge/<protocol>`` prepares a judge protocol's prompt file instead (:func:`prepare_protocol`)."""
+    from editlab.metrics.judge.sources import SOURCES as PROTOCOLS
+
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="editlab data prepare",
                                      description="Fetch (when possible) and verify a benchmark dataset.")
-    parser.add_argument("name", choices=sorted(BENCHMARKS), help="benchmark to prepare")
+    if argv and argv[0].startswith("judge/") and argv[0].removeprefix("judge/") in PROTOCOLS:
+        return prepare_protocol([argv[0].removeprefix("judge/"), *argv[1:]])
+    protocols = [f"judge/{p}" for p in sorted(PROTOCOLS)]
+    parser.add_argument("name", choices=sorted(BENCHMARKS) + protocols,
+                        help="benchmark (or a judge protocol's prompt file: " + ", ".join(protocols) + ") to prepare")
     parser.add_argument("--root", help="data folder (default: data/<name>, the dataset config's default root)")
     parser.add_argument("--split", help="split to prepare (default: the benchmark's evaluation split)")
     parser.add_argument("--offline", action="store_true",
@@ -681,6 +689,21 @@ def main(argv: list[str] | None = None) -> int:
             print(instructions(args.name, root, split))
             return 2
     return verify(args.name, root, split, checksums=args.checksums, record=not args.no_record)
+
+
+def prepare_protocol(argv: list[str]) -> int:
+    """``editlab data prepare judge/<protocol> [--root DIR] [--offline] [--sha256 HEX]``: a judge protocol's prompt file
+    (:mod:`editlab.metrics.judge.sources`)."""
+    from editlab.metrics.judge.sources import SOURCES, prepare
+
+    parser = argparse.ArgumentParser(prog="editlab data prepare",
+                                     description="Fetch (when online) and verify a judge protocol's prompt file.")
+    parser.add_argument("name", choices=sorted(SOURCES), help="judge protocol")
+    parser.add_argument("--root", default="data/judge", help="protocols folder (default data/judge)")
+    parser.add_argument("--offline", action="store_true", help="never download; print what to place where")
+    parser.add_argument("--sha256", default=None, help="the SHA-256 the file must have (pins an unpinned source)")
+    args = parser.parse_args(argv)
+    return prepare(args.name, Path(args.root), offline=args.offline, sha256=args.sha256)
 
 
 if __name__ == "__main__":

@@ -111,7 +111,10 @@ class RISEBenchDataset(LocalBenchmark):
             instruction=str(entry["instruction"]),
             target_image=image(reference) if _text(reference) else None,
             task_type=None,
-            meta={"rise": meta},
+            meta={"rise": meta,  # judge/rise reads the category and the entry's judging flags
+                  "judge_fields": {"rise_category": meta.get("category")} | {
+                      k: meta[k] for k in ("consistency_free", "reasoning_img", "reference", "reference_txt",
+                                           "reference_img") if meta.get(k) is not None}},
         )
 
 

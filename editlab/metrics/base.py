@@ -66,6 +66,11 @@ class EditBatch:
     mask: torch.Tensor | None = None
     target: torch.Tensor | None = None
     meta: list[dict[str, Any]] = field(default_factory=list)
+    #: The sample's instruction and task type (None where it has none), and the dataset's source image as loaded
+    #: (its own size, before the working resolution): for metrics that must see what a benchmark's scorer sees.
+    instructions: list[str | None] = field(default_factory=list)
+    task_types: list[str | None] = field(default_factory=list)
+    source_images: list[Image.Image] = field(default_factory=list)
 
     def __len__(self) -> int:
         return self.edited.shape[0]
@@ -95,6 +100,19 @@ def mask_to_unit(mask: Image.Image) -> torch.Tensor:
     """PIL mask -> (1, H, W) float32 in {0, 1} (any non-zero pixel is inside)."""
     arr = np.asarray(mask.convert("L")) > 0
     return torch.from_numpy(arr).float().unsqueeze(0)
+
+
+@dataclass
+class SampleScores:
+    """What a multi-column metric returns for one sample: values per column (None: no value), a specific message
+    per failed column, and per-column payload kept in the sample's record under ``judgements`` (e.g. a judge's
+    raw replies)."""
+
+    values: dict[str, float | None] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    payload: dict[str, Any] = field(default_factory=dict)
+    #: True when a failure may pass on its own (e.g. the judge server was down): the next run scores it again.
+    retry: bool = False
 
 
 class EditMetric(Metric):
@@ -152,3 +170,15 @@ class EditMetric(Metric):
     def weight_files(self) -> list[Path]:
         """Local weight files this metric computes with (their hashes are recorded with the results)."""
         return []
+
+    #: Multi-column metrics (e.g. a judge protocol) set this and implement :meth:`score_samples`; the runner then
+    #: stores each sample's :class:`SampleScores` instead of one ``per_sample`` value under ``name``.
+    multi_column: bool = False
+
+    def score_samples(self, batch: EditBatch) -> list[SampleScores]:
+        """One :class:`SampleScores` per sample (multi-column metrics only)."""
+        raise NotImplementedError
+
+    def column_definitions(self) -> dict[str, dict[str, Any]]:
+        """The definition of every column this metric writes (results.json ``metric_definitions``)."""
+        return {self.name: self.describe()}

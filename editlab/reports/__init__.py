@@ -29,6 +29,8 @@ class ReportOptions:
     price_per_hour: float = 2.0
     currency: str = "USD"
     manual_minutes: float | None = None
+    review_minutes: float = 0.0
+    accept: str | None = None
     export_rating_page: str | None = None
     rating_items: int = 100
     ratings: list[Path] = field(default_factory=list)
@@ -74,11 +76,24 @@ def render_report(run_dirs: list[Path], out_dir: Path, options: ReportOptions | 
             render_gallery(runs, out_dir / (f"gallery_{safe_name(dataset)}.html" if several else "gallery.html"),
                            thumb=options.thumb, max_samples=options.gallery_max_samples)
             for dataset, runs in groups.items()]
+    human = None
+    key_path = None
+    if options.ratings:
+        from editlab.reports.human import find_key
+
+        key_path = find_key(options.ratings, options.rating_key, out_dir / "human")
+        if options.accept and options.accept.startswith("human"):
+            human = human_overall(options.ratings, key_path)
     if options.pilot:
         from editlab.reports.pilot import render_pilot
 
-        paths = render_pilot(model, out_dir, options.price_per_hour, options.currency, options.manual_minutes)
+        paths = render_pilot(model, out_dir, options.price_per_hour, options.currency, options.manual_minutes,
+                             review_minutes=options.review_minutes, accept=options.accept, human=human)
         written["pilot"] = [paths["md"], paths["html"]]
+    from editlab.reports.judges import judge_columns, render_judges
+
+    if judge_columns(model.runs):
+        written["judges"] = list(render_judges(model.runs, out_dir, options.ratings, key_path).values())
     if options.export_rating_page:
         from editlab.reports.human import export_rating_page
 
@@ -88,13 +103,27 @@ def render_report(run_dirs: list[Path], out_dir: Path, options: ReportOptions | 
             paths = export_rating_page(runs, folder, options.export_rating_page, options.rating_items)
             written["rating page"] += [paths["page"], paths["key"]]
     if options.ratings:
-        from editlab.reports.human import analyse_ratings, find_key, render_human
+        from editlab.reports.human import analyse_ratings, render_human
 
-        key = find_key(options.ratings, options.rating_key, out_dir / "human")
-        paths = render_human(analyse_ratings(options.ratings, key), out_dir / "human")
+        paths = render_human(analyse_ratings(options.ratings, key_path), out_dir / "human")
         written["human evaluation"] = [paths["md"], paths["html"], paths["scores"]]
     written["index"] = [write_index(out_dir, written)]
     return {"tables": tables, "files": written}
+
+
+def human_overall(rating_files: list[Path], key_path: Path) -> dict[tuple[str, str], float]:
+    """Mean over raters of the Likert overall score (mean of the criteria) per (method label, sample id)."""
+    import json
+
+    from editlab.reports.human import CRITERIA, likert_frame, load_ratings
+
+    key = json.loads(Path(key_path).read_text())
+    if key["mode"] != "likert":
+        raise ValueError("--accept human>=T needs Likert ratings (a pairwise page gives no per-edit verdict)")
+    ratings = load_ratings(rating_files)
+    lf = likert_frame(ratings[ratings["page_id"] == key["page_id"]], key)
+    lf["overall"] = lf[list(CRITERIA)].mean(axis=1)
+    return {k: float(v) for k, v in lf.groupby(["method", "sample_id"])["overall"].mean().items()}
 
 
 def write_index(out_dir: Path, written: dict[str, list[Path]]) -> Path:

@@ -6,6 +6,15 @@ failure rate (with a Wilson 95% interval), and quality levelling (spread and wor
 metrics). The page states the hardware (the run's ``env.json``) and the dataset it was measured on.
 
 Timing is the stored per-edit wall time: one edit at a time, models already loaded; loading time is excluded.
+
+Labour saved (``--manual-minutes``) is acceptance-weighted: per attempted edit, saving = manual minutes x
+accepted - review minutes - compute minutes, where *accepted* comes from a named source (``--accept``): the
+ShapesWorld oracle (``oracle``: the requested attribute right and preservation at least a threshold), a metric or
+judge column over a threshold (``metric:<column>>=<t>``), or human Likert ratings from the rating pages
+(``human>=<t>``: the raters' mean overall score). Failed edits count as not accepted; edits without a verdict (no
+rating, a judge failure) are left out and counted. The mean saving has a bootstrap 95% interval over edits and the
+acceptance rate a Wilson interval. Without ``--accept`` only the upper bound (every edit accepted) is shown, so
+labelled.
 """
 
 from __future__ import annotations
@@ -52,8 +61,66 @@ def _human_count(n: float | None) -> str:
     return f"{n:.0f}"
 
 
+def parse_accept(spec: str) -> dict[str, Any]:
+    """``oracle[:T]`` | ``metric:<column>>=<T>`` | ``human>=<T>`` -> {kind, column, threshold, label}."""
+    import re
+
+    if spec == "oracle" or spec.startswith("oracle:"):
+        t = float(spec.split(":", 1)[1]) if ":" in spec else 1.0
+        return {"kind": "oracle", "threshold": t,
+                "label": f"ShapesWorld oracle (edit_acc = 1 and preservation >= {t:g})"}
+    m = re.fullmatch(r"metric:(.+?)\s*>=\s*([-+0-9.eE]+)", spec)
+    if m:
+        return {"kind": "metric", "column": m.group(1), "threshold": float(m.group(2)),
+                "label": f"{m.group(1)} >= {float(m.group(2)):g}"}
+    m = re.fullmatch(r"human\s*>=\s*([-+0-9.eE]+)", spec)
+    if m:
+        return {"kind": "human", "threshold": float(m.group(1)),
+                "label": f"human rating (mean overall of raters) >= {float(m.group(1)):g}"}
+    raise ValueError(f"--accept must be oracle[:T], metric:<column>>=<T> or human>=<T>, got {spec!r}")
+
+
+def acceptance(run: Any, accept: dict[str, Any],
+               human: dict[tuple[str, str], float] | None = None) -> list[bool | None]:
+    """Per attempted edit of ``run`` (ok or error, scored): accepted, not accepted, or None (no verdict)."""
+    from editlab.reports.judges import oracle_columns
+
+    out: list[bool | None] = []
+    oracle = {v: k for k, v in oracle_columns([run]).items()}
+    for rec in run.records:
+        if rec.get("status") not in ("ok", "error") or rec.get("scored") is False:
+            continue
+        if rec["status"] == "error":
+            out.append(False)
+            continue
+        values = rec.get("metrics") or {}
+        if accept["kind"] == "oracle":
+            acc, pres = values.get(oracle.get("edit_acc", "edit_acc")), values.get(oracle.get("preservation",
+                                                                                              "preservation"))
+            out.append(None if acc is None or pres is None else bool(acc >= 1.0 and pres >= accept["threshold"]))
+        elif accept["kind"] == "metric":
+            v = values.get(accept["column"])
+            out.append(None if v is None or not np.isfinite(v) else bool(v >= accept["threshold"]))
+        else:
+            v = (human or {}).get((run.label, rec["id"]))
+            out.append(None if v is None else bool(v >= accept["threshold"]))
+    return out
+
+
+def saving_with_ci(accepted: list[bool], manual_minutes: float, review_minutes: float, compute_minutes: float,
+                   n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean minutes saved per edit (manual x accepted - review - compute) with a bootstrap 95% interval."""
+    if not accepted:
+        return float("nan"), float("nan"), float("nan")
+    per = np.array([manual_minutes * float(a) for a in accepted]) - review_minutes - compute_minutes
+    rng = np.random.default_rng(seed)
+    means = per[rng.integers(0, per.size, (n_boot, per.size))].mean(axis=1)
+    return float(per.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
 def pilot_rows(model: Any, price_per_hour: float, metrics: list[str] | None = None,
-               manual_minutes: float | None = None) -> pd.DataFrame:
+               manual_minutes: float | None = None, review_minutes: float = 0.0, accept: str | None = None,
+               human: dict[tuple[str, str], float] | None = None) -> pd.DataFrame:
     """One row per method (numeric), from a table model (:func:`editlab.bench.tables.build_model`)."""
     from editlab.bench.tables import main_metrics
 
@@ -89,7 +156,17 @@ def pilot_rows(model: Any, price_per_hour: float, metrics: list[str] | None = No
             "failure_ci_high": hi,
         }
         if manual_minutes is not None:
-            row["minutes_saved_per_edit"] = manual_minutes - mean_s / 60.0 if np.isfinite(mean_s) else float("nan")
+            compute_min = mean_s / 60.0 if np.isfinite(mean_s) else float("nan")
+            row["minutes_saved_upper_bound"] = manual_minutes - review_minutes - compute_min
+            if accept is not None:
+                verdicts = acceptance(run, parse_accept(accept), human)
+                known = [v for v in verdicts if v is not None]
+                k = sum(known)
+                row["accept_n"], row["accept_unjudged"] = len(known), len(verdicts) - len(known)
+                row["acceptance"] = k / len(known) if known else float("nan")
+                row["acceptance_ci_low"], row["acceptance_ci_high"] = wilson_interval(k, len(known))
+                (row["minutes_saved_per_edit"], row["saved_ci_low"],
+                 row["saved_ci_high"]) = saving_with_ci(known, manual_minutes, review_minutes, compute_min)
         for name in metrics:
             a = agg.get(name) or {}
             k = model.scale.get(name, 1.0)
@@ -119,14 +196,15 @@ def _fmt(v: Any, spec: str = ".2f") -> str:
 
 
 def render_pilot(model: Any, out_dir: Path, price_per_hour: float = 2.0, currency: str = "USD",
-                 manual_minutes: float | None = None, metrics: list[str] | None = None) -> dict[str, Path]:
+                 manual_minutes: float | None = None, metrics: list[str] | None = None, review_minutes: float = 0.0,
+                 accept: str | None = None, human: dict[tuple[str, str], float] | None = None) -> dict[str, Path]:
     """Write ``pilot.md``, ``pilot.html`` and ``pilot.csv`` into ``out_dir``."""
     from editlab.bench.tables import main_metrics
     from editlab.reports.html import esc, page
 
     out_dir = Path(out_dir)
     metrics = metrics if metrics is not None else main_metrics(model.long, limit=3)
-    df = pilot_rows(model, price_per_hour, metrics, manual_minutes)
+    df = pilot_rows(model, price_per_hour, metrics, manual_minutes, review_minutes, accept, human)
     runs = model.runs
     datasets = sorted({run.dataset for run in runs})
     n_samples = sorted({int((run.results.get("counts") or {}).get("total", len(run.records))) for run in runs})
@@ -149,8 +227,15 @@ def render_pilot(model: Any, out_dir: Path, price_per_hour: float = 2.0, currenc
                                       f"–{_fmt(100 * r['failure_ci_high'], '.0f')}%)"),
             "n.a.": str(r["not_applicable"]),
         }
-        if manual_minutes is not None:
-            row["min saved / edit"] = _fmt(r["minutes_saved_per_edit"], ".2f")
+        if manual_minutes is not None and accept is not None:
+            row["accepted (95% CI)"] = (f"{_fmt(100 * r['acceptance'], '.0f')}% "
+                                        f"({_fmt(100 * r['acceptance_ci_low'], '.0f')}"
+                                        f"–{_fmt(100 * r['acceptance_ci_high'], '.0f')}%), n={r['accept_n']}"
+                                        + (f", {r['accept_unjudged']} unjudged" if r["accept_unjudged"] else ""))
+            row["min saved / edit (95% CI)"] = (f"{_fmt(r['minutes_saved_per_edit'], '.2f')} "
+                                                f"({_fmt(r['saved_ci_low'], '.2f')}–{_fmt(r['saved_ci_high'], '.2f')})")
+        elif manual_minutes is not None:
+            row["min saved / edit, upper bound (all accepted)"] = _fmt(r["minutes_saved_upper_bound"], ".2f")
         cost_rows.append(row)
     cost = pd.DataFrame(cost_rows)
 
@@ -179,7 +264,14 @@ def render_pilot(model: Any, out_dir: Path, price_per_hour: float = 2.0, currenc
         "over samples; a level method has a worst decile close to its mean.",
     ]
     if manual_minutes is not None:
-        facts.append(f"Time saved assumes {manual_minutes:g} minutes per manual edit.")
+        facts.append(f"Labour saved per edit = {manual_minutes:g} manual minutes x accepted - {review_minutes:g} "
+                     "review minutes - compute minutes (mean edit time); failed edits count as not accepted.")
+        if accept is not None:
+            facts.append(f"Acceptance source: {parse_accept(accept)['label']}; edits without a verdict are left out "
+                         "(counted as unjudged). 95% CIs: Wilson (acceptance), bootstrap over edits (saving).")
+        else:
+            facts.append("No acceptance source given (--accept): the saving shown is an upper bound that assumes "
+                         "every edit is accepted.")
     cost_md = cost.to_markdown(index=False, disable_numparse=True) if not cost.empty else "(no runs)"
     quality_md = quality.to_markdown(index=False, disable_numparse=True) if not quality.empty else "(no metrics)"
     md = "\n".join(["# Pilot report", "", *[f"- {f}" for f in facts], "", "## Cost and reliability", "", cost_md, "",
