@@ -87,6 +87,22 @@ def test_refine_mapper_uses_the_alignment(backbone) -> None:
     assert alpha[4:].eq(1).all() and torch.equal(index[4:], torch.arange(4, 77))  # padding maps to itself
 
 
+def test_p2p_windows_follow_the_official_alphas() -> None:
+    """get_time_words_attention_alpha replaces cross-attention for int(0.4 * (N + 1)) steps, self-attention for
+    int(0.6 * N), counted from the first step run, on the schedule's N (with DDPM's skip fewer steps run)."""
+    control = p2p_module.P2PControl(None, 0.4, 0.6, 2, None, None, total_steps=9)
+    windows = []
+    for step in range(9):
+        control.step = step
+        windows.append((control.cross_window(), control.self_window()))
+    assert [c for c, _ in windows].count(True) == 4 and [s for _, s in windows].count(True) == 5  # not 3 / 5
+    ddpm = p2p_module.P2PControl(None, 0.4, 0.6, 2, None, None, total_steps=100)
+    ddpm.step = 39
+    assert ddpm.cross_window() and ddpm.self_window()
+    ddpm.step = 40
+    assert not ddpm.cross_window()
+
+
 def test_pie_bench_settings_are_the_p2p_defaults(backbone) -> None:
     editor = build(compose_cfg(["editor=p2p"]).method).editor
     assert (editor.mode, editor.cross_replace_steps, editor.self_replace_steps) == ("refine", 0.4, 0.6)

@@ -184,12 +184,13 @@ class LocalBlend:
     MIN_SIDE = 8
 
     def __init__(self, alphas: torch.Tensor, downscale: int, threshold: float, start: float,
-                 latent_side: int | None = None) -> None:
+                 latent_side: int | None = None, total_steps: int | None = None) -> None:
         self.alphas = alphas  # (2, L): source words for the source branch, target words for the target
         self.downscale = downscale
         self.threshold = threshold
         self.start = start
         self.latent_side = latent_side
+        self.total_steps = total_steps  # the schedule's length (None: the steps run), as the official num_ddim_steps
         self.maps: torch.Tensor | None = None  # (2, queries, L) summed over layers and steps
         self.mask: torch.Tensor | None = None  # the last blend mask, (h, w)
 
@@ -208,7 +209,7 @@ class LocalBlend:
         self.maps = maps if self.maps is None else self.maps + maps
 
     def __call__(self, step: Step, x: torch.Tensor) -> torch.Tensor:
-        if self.maps is None or step.index < int(self.start * step.num_steps):
+        if self.maps is None or step.index < int(self.start * (self.total_steps or step.num_steps)):
             return x
         side = int(round(self.maps.shape[1] ** 0.5))
         maps = (self.maps * self.alphas.to(self.maps)[:, None, :]).sum(-1).view(2, 1, side, side)
@@ -223,10 +224,16 @@ class LocalBlend:
 
 
 class P2PControl(AttentionControl):
-    """Cross- and self-attention replacement of the target branch (row 1) by the source's (row 0)."""
+    """Cross- and self-attention replacement of the target branch (row 1) by the source's (row 0).
+
+    The windows count steps from the first step run and are fractions of the whole schedule of ``total_steps``, as
+    the official controllers are built with the schedule's length (``get_time_words_attention_alpha``: cross
+    attention for the first ``int(cross * (N + 1))`` steps; self attention for ``int(self * N)``); with DDPM's skip
+    or EDICT's strength fewer steps run than the schedule has.
+    """
 
     def __init__(self, cross_map, cross_replace_steps: float, self_replace_steps: float, self_min_downscale: int,
-                 equalizer: torch.Tensor | None, blend: LocalBlend | None) -> None:
+                 equalizer: torch.Tensor | None, blend: LocalBlend | None, total_steps: int) -> None:
         super().__init__(num_branches=2)
         self.cross_map = cross_map
         self.cross_replace_steps = cross_replace_steps
@@ -234,6 +241,13 @@ class P2PControl(AttentionControl):
         self.self_min_downscale = self_min_downscale
         self.equalizer = equalizer
         self.blend = blend
+        self.total_steps = total_steps
+
+    def cross_window(self) -> bool:
+        return self.step < int(self.cross_replace_steps * (self.total_steps + 1))
+
+    def self_window(self) -> bool:
+        return self.step < int(self.self_replace_steps * self.total_steps)
 
     def bind(self, layers: list[AttentionLayer]) -> None:
         if self.blend is not None:
@@ -242,8 +256,8 @@ class P2PControl(AttentionControl):
     def active(self, layer: AttentionLayer) -> bool:
         if layer.is_cross:
             blending = self.blend is not None and layer.downscale == self.blend.downscale
-            return self.until(self.cross_replace_steps) or blending
-        return self.until(self.self_replace_steps) and layer.downscale >= self.self_min_downscale
+            return self.cross_window() or blending
+        return self.self_window() and layer.downscale >= self.self_min_downscale
 
     def needs_probs(self, layer: AttentionLayer) -> bool:
         return True
@@ -253,7 +267,7 @@ class P2PControl(AttentionControl):
         if not layer.is_cross:
             probs[tgt] = probs[src]
             return probs
-        if self.until(self.cross_replace_steps):
+        if self.cross_window():
             new = self.cross_map(probs[src], probs[tgt])
             if self.equalizer is not None:
                 new = new * self.equalizer.to(new)
@@ -358,15 +372,15 @@ class PromptToPrompt(Editor):
         # 1. Token alignment of the two prompts (refine or replace), and the words to blend and reweight
         cross_map = self._cross_map(tok, sample.source_prompt, sample.target_prompt)
         words = self.words_for(request)
-        blend = None
+        blend, total = None, request.result.num_inference_steps
         if self.local_blend and words is not None:
             latent_side = min(request.result.latents.shape[-2:])
             blend = LocalBlend(self._alphas(tok, request, words), max(1, int(round(1.0 / self.blend_resolution))),
-                               self.blend_threshold, self.start_blend, latent_side)
-        # 2. The attention control
+                               self.blend_threshold, self.start_blend, latent_side, total)
+        # 2. The attention control, its windows on the whole schedule
         control = P2PControl(cross_map, self.cross_replace_steps, self.self_replace_steps,
                              max(1, int(round(1.0 / self.self_replace_max_resolution))),
-                             self._equalizer(tok, request, words), blend)
+                             self._equalizer(tok, request, words), blend, total)
         # 3. Denoise source and target together, the target reading the source's attention
         cond = torch.cat([request.source_embeds, request.target_embeds])
         with controlled_attention(request.backbone.unet, control):
