@@ -43,6 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from editlab.methods.diffedit import mask_report, upsample_mask
 from editlab.methods.editors.attention import AttentionControl, AttentionLayer, controlled_attention
 from editlab.methods.editors.base import Editor
 from editlab.methods.editors.loop import EditRequest, Step, denoise
@@ -359,8 +360,6 @@ class PromptToPrompt(Editor):
         request.info["blend_words"] = words
         if blend is None or blend.mask is None:
             return
-        from editlab.methods.diffedit import mask_report, upsample_mask
-
         mask = blend.mask.float().cpu().numpy() > 0.5
         size = request.sample.source_image.size
         request.info |= {f"blend_{k}": v for k, v in mask_report(mask, request.sample.mask, size).items()}
