@@ -333,6 +333,16 @@ def test_edict_and_ddpm_presets_on_stable_diffusion_backbones() -> None:
     assert small._scales() == (3, 2.0) and small.inversion.inversion_guidance(2.0) == 2.0
 
 
+def test_edict_leapfrog_counts_from_the_first_step_run() -> None:
+    """coupled_stablediffusion alternates the update order with the index into timesteps[t_limit:] (offset = i % 2),
+    so the first step run always updates x first, whatever the start."""
+    from editlab.methods.inversion.edict import EDICTInversion
+
+    edict = EDICTInversion()
+    assert [edict._order(step, start=15) for step in (15, 16, 17)] == [(0, 1), (1, 0), (0, 1)]
+    assert EDICTInversion(leapfrog=False)._order(16, start=15) == (0, 1)
+
+
 def test_ddpm_zeroes_the_last_noise_map(backbone) -> None:
     for zero in (True, False):
         method = InversionEditing({"name": "ddpm", "skip": 0.0, "zero_last_noise": zero}, "swap", cache=False)
