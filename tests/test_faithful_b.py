@@ -108,6 +108,10 @@ def test_pie_bench_settings_are_the_p2p_defaults(backbone) -> None:
     assert (editor.mode, editor.cross_replace_steps, editor.self_replace_steps) == ("refine", 0.4, 0.6)
     blend = (editor.local_blend, editor.blend_reweight, editor.blend_threshold, editor.start_blend)
     assert blend == (True, 2.0, 0.3, 0.2)
+    fixed = build(compose_cfg(["editor=p2p", "editor.blend_words=[[cat],[dog]]"]).method).editor
+    assert fixed.blend_words == [["cat"], ["dog"]]  # from the command line: plain lists
+    with pytest.raises(ValueError, match="blend_words must be"):
+        p2p_module.PromptToPrompt(blend_words=["cat", "dog"])
     # the target's blend words are reweighted x2 (PIE's eq_params), nothing else
     tok = backbone.tokenizer
     method = InversionEditing("ddim", "p2p")

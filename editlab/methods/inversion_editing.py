@@ -66,7 +66,7 @@ def build_part(registry: Registry, spec: Any) -> Any:
     if "_target_" in spec:
         from hydra.utils import instantiate
 
-        return instantiate(spec)
+        return instantiate(spec, _convert_="all")  # plain lists and dicts, not OmegaConf nodes
     if name is None:
         raise ValueError(f"{registry.kind} config needs a '_target_' or a 'name'")
     return registry.get(name)(**spec)

@@ -300,7 +300,9 @@ class PromptToPrompt(Editor):
                            ("start_blend", start_blend)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{key} must be in [0, 1], got {value}")
-        if isinstance(blend_words, str) and blend_words != "differing":
+        two_lists = isinstance(blend_words, list | tuple) and len(blend_words) == 2 and all(
+            isinstance(w, list | tuple) for w in blend_words)
+        if not (blend_words is None or blend_words == "differing" or two_lists):
             raise ValueError(f"blend_words must be [[source words], [target words]], 'differing' or null, "
                              f"got {blend_words!r}")
         self.mode = mode
