@@ -12,7 +12,9 @@ flat list of (start, length) pairs over the row-major flattened 512 x 512 image 
 
 Images are brought to 512 x 512 as PIE's ``load_512`` does: centre-crop to a square, then resize. Prompts
 lose their bracket marks (the raw ones stay in ``meta``); the original id and editing type are kept in
-``meta["pie"]``.
+``meta["pie"]``. A ``blended_word`` of two words (source word, target word) becomes ``meta["blend_words"]``
+(``[[source word], [target word]]``), the words Prompt-to-Prompt blends and reweights, as PIE-Bench's
+``run_editing_p2p.py`` uses them; an empty or one-word ``blended_word`` gives none (PIE then runs no blend).
 """
 
 from __future__ import annotations
@@ -205,6 +207,8 @@ class PIEBenchDataset(LocalBenchmark):
                               f"vs image {rec['image_path']} ({where}); set resize=true for PIE's load_512")
         mask = decode_rle(rec["rle"], PIE_SIZE, self.mask_border)
         blended = str(entry.get("blended_word") or "").split()
+        # PIE's blended_word is "<source word> <target word>"; its P2P runs blend on ((w0,), (w1,))
+        blend_words = {"blend_words": [[blended[0]], [blended[1]]]} if len(blended) >= 2 else {}
         instruction = entry.get("editing_instruction")
         return Sample(
             id=sample_id,
@@ -223,6 +227,7 @@ class PIEBenchDataset(LocalBenchmark):
                     "original_prompt": str(entry["original_prompt"]),
                     "editing_prompt": str(entry["editing_prompt"]),
                     "blended_word": blended,
-                }
+                },
+                **blend_words,
             },
         )

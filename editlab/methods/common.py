@@ -6,6 +6,8 @@ components so that the method files stay flat and readable.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
@@ -58,10 +60,12 @@ def ddim_invert(
     num_inference_steps: int,
     guidance_scale: float = 1.0,
     uncond_embeds: torch.Tensor | None = None,
+    noise_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> list[torch.Tensor]:
     """DDIM inversion x_0 -> x_T; returns the trajectory ``[x_0, x_t1, ..., x_T]``.
 
     With ``guidance_scale=1`` (the default, as Null-text inversion uses) only the conditional branch runs.
+    ``noise_fn`` may adjust each step's noise prediction before the step (Pix2Pix-Zero's regularisation).
     """
     inverse = DDIMInverseScheduler.from_config(backbone.scheduler.config)
     inverse.set_timesteps(num_inference_steps, device=backbone.device)
@@ -74,6 +78,8 @@ def ddim_invert(
             eps = eps_u + guidance_scale * (eps_c - eps_u)
         else:
             eps = backbone.unet(latents, t, encoder_hidden_states=prompt_embeds).sample
+        if noise_fn is not None:
+            eps = noise_fn(eps)
         latents = inverse.step(eps, t, latents).prev_sample
         trajectory.append(latents)
     return trajectory

@@ -101,5 +101,5 @@ class ShapesWorldDataset(EditDataset):
             points=points,
             task_type=edit.task_type,
             target_image=Image.fromarray(edit.target_image),
-            meta={"shapesworld": edit.meta()},
+            meta={"shapesworld": edit.meta(), **({"blend_words": words} if (words := edit.blend_words()) else {})},
         )

@@ -70,6 +70,16 @@ class WorldEdit:
     edited_index: int | None
     attribute: str
 
+    def blend_words(self) -> list[list[str]] | None:
+        """The edited object's noun in each prompt, ``[[source words], [target words]]``, as PIE-Bench's
+        ``blended_word`` gives it (empty for a prompt without the object: addition, removal); None for edits of
+        the whole scene (background, style)."""
+        if self.edited_index is None:
+            return None
+        src = [] if self.task_type is TaskType.OBJECT_ADDITION else self.source.objects[self.edited_index].shape
+        tgt = [] if self.task_type is TaskType.OBJECT_REMOVAL else self.target.objects[self.edited_index].shape
+        return [[src] if src else [], [tgt] if tgt else []]
+
     def meta(self) -> dict[str, Any]:
         """JSON-serialisable description used by the oracle (``edited_index`` refers to the target scene
         except for removal, where it refers to the source scene)."""

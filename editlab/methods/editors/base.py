@@ -1,36 +1,36 @@
 """The editor interface: given an inversion's result, produce the edited latents.
 
 An editor builds its branches (source and target prompts), installs its attention control, and runs the
-shared loop of :mod:`editlab.methods.editors.loop`. Settings are the constructor's keyword arguments.
+shared loop of :mod:`editlab.methods.editors.loop`. Settings are the constructor's keyword arguments; paper
+presets and the paper's step count / target guidance work as for inversions
+(:class:`~editlab.methods.inversion.base.Part`).
 """
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 
 from editlab.methods.editors.loop import EditRequest
-from editlab.methods.inversion.base import Inversion
-from editlab.methods.presets import Preset
+from editlab.methods.inversion.base import Inversion, Part
+from editlab.methods.inversion.noise_reg import NoiseRegularization
 
 
-class Editor(ABC):
+class Editor(Part, ABC):
     name: ClassVar[str] = "editor"
     paper: ClassVar[str] = ""
     #: Whether the editor denoises a source branch beside the target (every attention-control editor does).
     uses_source_branch: ClassVar[bool] = True
-    #: Paper presets by backbone preset name; applied to settings left ``None`` (:mod:`editlab.methods.presets`).
-    presets: ClassVar[dict[str, Preset]] = {}
     #: The prompt the source is inverted with: ``source`` (its prompt) or ``empty`` (the empty prompt, as the
     #: official MasaCtrl code inverts). Part of the inversion cache key.
     inversion_prompt: ClassVar[str] = "source"
 
-    def settings(self) -> dict[str, Any]:
-        params = inspect.signature(type(self).__init__).parameters
-        return {k: getattr(self, k) for k in params if k != "self"}
+    def inversion_regularization(self) -> NoiseRegularization | None:
+        """The noise regularisation the shared DDIM inversion trajectory must be computed with for this editor
+        (Pix2Pix-Zero's), or None for plain DDIM inversion. Part of the inversion cache key."""
+        return None
 
     def incompatibility(self, inversion: Inversion) -> str | None:
         """Why this editor cannot use ``inversion``, or None when it can."""
@@ -41,8 +41,4 @@ class Editor(ABC):
 
     @abstractmethod
     def edit(self, request: EditRequest) -> torch.Tensor:
-        """The edited image's latents, ``(1, C, h, w)``."""
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
-        return f"{type(self).__name__}({args})"
+        """The edited image's latents, ``(1, C, h, w)``; diagnostics go to ``request.info`` / ``request.extras``."""

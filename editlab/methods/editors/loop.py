@@ -11,7 +11,8 @@ starting state and the step (DDIM, DDPM with stored noise, EDICT's coupled step)
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -33,6 +34,9 @@ class EditRequest:
     target_embeds: torch.Tensor  # (1, L, D)
     empty_embeds: torch.Tensor  # (1, L, D), the empty prompt: the default null embedding
     guidance_scale: float
+    #: What the editor reports about this edit: JSON-able diagnostics and diagnostic images (e.g. a blend mask)
+    info: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
 
     def source_guidance(self, at_inversion_scale: bool = False) -> float:
         """Scale of the source branch: the editing scale, unless the inversion ties it to its own scale
@@ -72,15 +76,24 @@ class LoopHooks:
         """Adjust the latents after the step (e.g. Prompt-to-Prompt's local blending)."""
         return latents
 
+    def cond_latents(self, step: Step, latents: torch.Tensor) -> torch.Tensor | None:
+        """Latents of the conditional half of ``latents``' noise prediction when they differ from the
+        unconditional half's (Pix2Pix-Zero guides the two copies separately); None: the same latents."""
+        return None
+
 
 def predict_noise(backbone: Backbone, latents: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
-                  uncond: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
-    """Classifier-free guided UNet output of each row, with a per-row scale; returned in ``latents``' dtype."""
+                  uncond: torch.Tensor, guidance: torch.Tensor, cond_latents: torch.Tensor | None = None
+                  ) -> torch.Tensor:
+    """Classifier-free guided UNet output of each row, with a per-row scale; returned in ``latents``' dtype.
+
+    ``cond_latents`` (default: ``latents``) is what the conditional half is evaluated at."""
     x = latents.to(backbone.dtype)
+    xc = x if cond_latents is None else cond_latents.to(backbone.dtype)
     if bool((guidance == 1).all()):
-        out = backbone.unet(x, t, encoder_hidden_states=cond).sample
+        out = backbone.unet(xc, t, encoder_hidden_states=cond).sample
     else:
-        both = backbone.unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample
+        both = backbone.unet(torch.cat([x, xc]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample
         out_u, out_c = both.chunk(2)
         g = guidance.to(out_u.dtype).view(-1, 1, 1, 1)
         out = out_u + g * (out_c - out_u)
@@ -89,11 +102,13 @@ def predict_noise(backbone: Backbone, latents: torch.Tensor, t: torch.Tensor, co
 
 @torch.no_grad()
 def denoise(request: EditRequest, cond: torch.Tensor, guidance: Sequence[float], source: int | None = None,
-            hooks: LoopHooks | None = None) -> torch.Tensor:
+            hooks: LoopHooks | None = None, uncond: torch.Tensor | None = None) -> torch.Tensor:
     """Denoise every branch from the inversion's starting point; returns ``(B, C, h, w)`` final latents.
 
     ``cond`` holds one prompt embedding per branch, ``guidance`` one scale per branch, ``source`` the index
-    of the source branch (``None`` when the editor runs none).
+    of the source branch (``None`` when the editor runs none). ``uncond`` (one row per branch) replaces the
+    inversion's null embedding at every step (Pix2Pix-Zero's negative prompt); by default each step takes the
+    inversion's (per-step for Null-text, the source prompt for Negative-prompt, else the empty prompt).
     """
     bb, result, inversion = request.backbone, request.result, request.inversion
     hooks = hooks or LoopHooks()
@@ -108,16 +123,19 @@ def denoise(request: EditRequest, cond: torch.Tensor, guidance: Sequence[float],
     hooks.begin(last - first)
     for i in range(first, last):
         # 3. This step's null embedding (per-step for Null-text, the source prompt for Negative-prompt)
-        null = result.null_at(i)
-        uncond = (request.empty_embeds if null is None else null).expand(n_branches, -1, -1)
-        step = Step(index=i - first, num_steps=last - first, t=scheduler.timesteps[i], cond=cond, uncond=uncond,
-                    guidance=scales)
+        if uncond is None:
+            null = result.null_at(i)
+            step_uncond = (request.empty_embeds if null is None else null).expand(n_branches, -1, -1)
+        else:
+            step_uncond = uncond
+        step = Step(index=i - first, num_steps=last - first, t=scheduler.timesteps[i], cond=cond,
+                    uncond=step_uncond, guidance=scales)
         hooks.step_begin(step)
         # 4. Hooks may move the latents before the step (guidance), the inversion takes the step
         state = tuple(hooks.guide(step, x) for x in state)
 
         def predict(x: torch.Tensor, step: Step = step) -> torch.Tensor:
-            return predict_noise(bb, x, step.t, step.cond, step.uncond, step.guidance)
+            return predict_noise(bb, x, step.t, step.cond, step.uncond, step.guidance, hooks.cond_latents(step, x))
 
         state = inversion.denoise_step(scheduler, result, i, state, predict, source)
         # 5. ... and after it (blending)

@@ -24,12 +24,16 @@ from typing import Any, ClassVar
 import torch
 from diffusers import DDIMScheduler
 
-from editlab.methods.presets import Preset
+from editlab.methods.presets import Preset, apply_preset
 from editlab.models.backbone import Backbone
 from editlab.types import LearningStrategy
 
 Predict = Callable[[torch.Tensor], torch.Tensor]
 """Noise prediction for a batch of branch latents at the current step (guidance already applied)."""
+
+Trajectory = Callable[[float], torch.Tensor]
+"""The shared DDIM inversion trajectory ``(N + 1, C, h, w)`` of the source at a guidance scale (cached by the
+caller, :mod:`editlab.methods.inversion.cache`): one DDIM inversion serves every inversion built on it."""
 
 TENSOR_FIELDS = ("latents", "null_embeds", "noise_maps", "coupled")
 
@@ -115,27 +119,58 @@ def to_epsilon(scheduler: DDIMScheduler, output: torch.Tensor, sample: torch.Ten
     raise ValueError(f"unsupported prediction type {kind!r}")
 
 
-class Inversion(ABC):
+class Part:
+    """What inversions and editors (the two parts of :class:`~editlab.methods.inversion_editing.InversionEditing`)
+    share: settings (the constructor's keyword arguments), paper presets and the run settings of the papers.
+
+    A preset (:mod:`editlab.methods.presets`, keyed by the backbone's preset name) fills the part's settings left
+    ``None`` and may also give the paper's ``num_inference_steps`` and ``target_guidance`` (the guidance of the
+    target branch, i.e. the run's editing scale): these two are never set in a part's config; InversionEditing
+    takes them for its own settings left ``None``, the inversion's before the editor's (EDICT's guidance 3 and
+    edit-friendly DDPM's 100 steps at guidance 15 belong to those algorithms).
+    """
+
+    #: Paper presets by backbone preset name; applied to settings left ``None`` (:mod:`editlab.methods.presets`).
+    presets: ClassVar[dict[str, Preset]] = {}
+    #: The paper's step count and target guidance for this part (set by a preset only).
+    num_inference_steps: int | None = None
+    target_guidance: float | None = None
+
+    def settings(self) -> dict[str, Any]:
+        """The constructor's arguments and their current values."""
+        params = inspect.signature(type(self).__init__).parameters
+        return {k: getattr(self, k) for k in params if k != "self"}
+
+    def configure(self, preset_name: str | None) -> dict[str, Any]:
+        """Apply the paper preset of the backbone's preset name (settings left ``None`` only); return the record."""
+        return apply_preset(self, self.presets, preset_name)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
+        return f"{type(self).__name__}({args})"
+
+
+class Inversion(Part, ABC):
     """Base class of the inversions; settings are the constructor's keyword arguments.
 
     Subclasses implement :meth:`invert`; those whose trajectory is not plain DDIM also override
-    :meth:`initial_state` and :meth:`denoise_step`.
+    :meth:`initial_state` and :meth:`denoise_step`. ``version`` names the algorithm's revision: it is part of
+    the cache key, so a change of what an inversion computes must bump it (stale results are then never read).
     """
 
     name: ClassVar[str] = "inversion"
     paper: ClassVar[str] = ""
+    version: ClassVar[int] = 1
     learning_strategy: ClassVar[LearningStrategy] = LearningStrategy.TRAINING_FREE
     #: Whether the result depends on the random generator (then the cache key includes its seed).
     stochastic: ClassVar[bool] = False
     #: Whether the editing loop resets the source branch to the stored latents (Direct inversion).
     corrects_source_branch: ClassVar[bool] = False
-    #: Paper presets by backbone preset name; applied to settings left ``None`` (:mod:`editlab.methods.presets`).
-    presets: ClassVar[dict[str, Preset]] = {}
-
-    def settings(self) -> dict[str, Any]:
-        """The constructor's arguments and their current values (part of the cache key)."""
-        params = inspect.signature(type(self).__init__).parameters
-        return {k: getattr(self, k) for k in params if k != "self"}
+    #: Whether the result is built on the shared DDIM inversion trajectory (the ``ddim`` argument of
+    #: :meth:`invert`); such inversions honour an editor's noise regularisation of that trajectory.
+    uses_ddim_trajectory: ClassVar[bool] = False
+    #: Whether the result itself is worth caching (False when it is the shared trajectory plus flags).
+    cache_result: ClassVar[bool] = True
 
     def inversion_guidance(self, guidance_scale: float) -> float:
         """The guidance scale the inversion itself runs with, given the editing scale."""
@@ -151,10 +186,12 @@ class Inversion(ABC):
         num_inference_steps: int,
         guidance_scale: float,
         generator: torch.Generator | None = None,
+        ddim: Trajectory | None = None,
     ) -> InversionResult:
         """Invert ``latents`` (VAE latents of the source) under ``source_embeds``.
 
-        ``null_embeds`` is the empty prompt's embedding; ``guidance_scale`` is the editing scale.
+        ``null_embeds`` is the empty prompt's embedding; ``guidance_scale`` is the editing scale; ``ddim`` gives
+        the shared DDIM inversion trajectory (None: computed here, uncached).
         """
 
     # --- denoising from a result (DDIM by default) --------------------------------------------------
@@ -179,7 +216,3 @@ class Inversion(ABC):
         if result.correct_source and source is not None:
             x[source] = result.level(result.num_inference_steps - step - 1)[0].to(x.dtype)
         return (x,)
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
-        return f"{type(self).__name__}({args})"

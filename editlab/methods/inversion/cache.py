@@ -1,12 +1,23 @@
-"""The inversion cache: invert a source once, reuse it for every editor and target prompt of that source.
+"""The inversion cache: invert a source once, reuse it for every editor, target prompt and inversion that can.
 
-A result is keyed by everything that changes it: the source image (hash of its pixels at the working
-resolution), the source prompt, the backbone (name, source and a checksum of its weights), the scheduler
-configuration, the step count, the guidance scale the inversion runs with, the dtype, the inversion method
-and its settings, and for stochastic inversions (DDPM) the seed. On disk a result is two files under
-``<cache_dir>/inversions/``: ``<key>.safetensors`` (tensors) and ``<key>.json`` (key fields and scalars),
-both written atomically, the JSON last, so a crashed write is never read back. A small in-memory LRU serves
-repeated lookups within a run; with no folder the cache is in memory only.
+Two kinds of entries, both keyed by a hash of everything that changes them:
+
+* the **shared DDIM inversion trajectory** of a source: the source image (hash of its pixels at the working
+  resolution), the prompt it is inverted with, the backbone (name, source and a checksum of its weights), the
+  scheduler configuration, the step count, the dtype, the inversion's guidance scale, an editor's noise
+  regularisation (Pix2Pix-Zero) and :data:`~editlab.methods.inversion.ddim.TRAJECTORY_VERSION`. DDIM,
+  Negative-prompt and Direct inversion are this trajectory plus flags and store nothing else; Null-text
+  inversion uses it as its pivot.
+* an inversion's **own result** (Null-text's null embeddings, EDICT's coupled pair, DDPM's noise maps): the same
+  source fields plus the inversion's name, its ``version``, its settings, the guidance it runs with and, for
+  stochastic inversions (DDPM), the seed.
+
+Every key also holds the cache format and the installed diffusers version (its schedulers and attention
+kernels produce the numbers), so neither an algorithm change (bump the inversion's ``version`` or
+``TRAJECTORY_VERSION``) nor a library upgrade reuses a stale inversion. On disk an entry is two files under
+``<cache_dir>/inversions/``: ``<key>.safetensors`` (tensors) and ``<key>.json`` (key fields and scalars), both
+written atomically, the JSON last, so a crashed write is never read back. A small in-memory LRU serves repeated
+lookups within a run; with no folder the cache is in memory only.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+import diffusers
 import torch
 from PIL import Image
 from safetensors.torch import load as load_tensors
@@ -26,7 +38,12 @@ from editlab.files import atomic_write_bytes, atomic_write_json, read_json, stab
 from editlab.methods.inversion.base import InversionResult
 from editlab.models.backbone import Backbone
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries whose code computes an inversion (part of every key)."""
+    return {"diffusers": diffusers.__version__}
 
 
 def image_digest(image: Image.Image, resolution: int) -> str:
@@ -76,7 +93,7 @@ class InversionCache:
 
     @staticmethod
     def key(fields: dict[str, Any]) -> str:
-        return stable_hash({"format": CACHE_FORMAT, **fields}, length=24)
+        return stable_hash({"format": CACHE_FORMAT, "libraries": library_versions(), **fields}, length=24)
 
     def _paths(self, key: str) -> tuple[Path, Path]:
         assert self.root is not None
@@ -115,7 +132,8 @@ class InversionCache:
         tensors_path, meta_path = self._paths(key)
         cpu = {k: v.detach().to("cpu").contiguous() for k, v in result.tensors().items()}
         atomic_write_bytes(tensors_path, save_tensors(cpu))
-        meta = {"format": CACHE_FORMAT, "key": key, "fields": fields, "scalars": result.scalars()}
+        meta = {"format": CACHE_FORMAT, "key": key, "libraries": library_versions(), "fields": fields,
+                "scalars": result.scalars()}
         atomic_write_json(meta_path, json.loads(json.dumps(meta, default=str)))
 
     def _remember(self, key: str, result: InversionResult) -> None:

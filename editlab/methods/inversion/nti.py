@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from editlab.methods.common import ddim_scheduler
 from editlab.methods.inversion.base import InversionResult
 from editlab.methods.inversion.ddim import DDIMInversion
+from editlab.methods.presets import Preset
 from editlab.types import LearningStrategy
 
 
@@ -27,6 +28,11 @@ class NullTextInversion(DDIMInversion):
     name = "nti"
     paper = "Mokady et al., Null-text Inversion, CVPR 2023"
     learning_strategy = LearningStrategy.TESTING_TIME_FINETUNING
+    cache_result = True  # the optimised null embeddings (its pivot is the shared DDIM trajectory)
+    presets = {"sd": Preset(
+        source="google/prompt-to-prompt null_text_w_ptp.ipynb (NUM_DDIM_STEPS = 50, GUIDANCE_SCALE = 7.5; "
+               "null_optimization: num_inner_steps=10, early_stop_epsilon=1e-5)",
+        settings={"num_inference_steps": 50, "target_guidance": 7.5})}
 
     def __init__(self, num_inner_steps: int = 10, learning_rate: float = 1e-2, early_stop_epsilon: float = 1e-5,
                  guidance_scale: float = 1.0) -> None:
@@ -41,11 +47,11 @@ class NullTextInversion(DDIMInversion):
         return float(guidance_scale)  # the null embeddings are optimised for the editing scale
 
     def invert(self, backbone, latents, source_embeds, null_embeds, num_inference_steps, guidance_scale,
-               generator=None) -> InversionResult:
+               generator=None, ddim=None) -> InversionResult:
         bb = backbone
         n = num_inference_steps
-        # 1. DDIM inversion at guidance 1: the pivot trajectory x*_0 ... x*_T
-        pivots = self.trajectory(bb, latents, source_embeds, null_embeds, n)
+        # 1. DDIM inversion at guidance 1: the pivot trajectory x*_0 ... x*_T (the shared trajectory)
+        pivots = self.trajectory(bb, latents, source_embeds, null_embeds, n, ddim)
         scheduler = ddim_scheduler(bb)
         scheduler.set_timesteps(n, device=bb.device)
         null = null_embeds.detach().float().clone()
