@@ -103,7 +103,7 @@ def test_deterministic_controls_act_and_processors_restored(backbone, editor) ->
 
 
 @pytest.mark.parametrize("editor", [
-    {"name": "masactrl", "start_step": 50},
+    {"name": "masactrl", "start_step": 50, "source_prompt": "source"},  # "empty" inverts with another prompt
     {"name": "pnp", "feature_injection": 0.0, "attention_injection": 0.0},
     {"name": "pix2pix_zero", "xa_guidance": 0.0},
 ])
@@ -173,8 +173,8 @@ def test_runner_reuses_inversions_across_editors(tmp_path: Path) -> None:
     data = write_folder_dataset(tmp_path / "data", n_good=2, broken=False)
     base = toy_overrides(data, tmp_path / "res", "method=edit", "inversion=npi", "metrics=none")
     first = run(compose_cfg(base + ["editor=p2p"]), show_table=False)
-    second = run(compose_cfg(base + ["editor=masactrl"]), show_table=False)
-    assert first.run_dir.name.startswith("p2p+npi-") and second.run_dir.name.startswith("masactrl+npi-")
+    second = run(compose_cfg(base + ["editor=pnp"]), show_table=False)  # masactrl inverts with "" instead
+    assert first.run_dir.name.startswith("p2p+npi-") and second.run_dir.name.startswith("pnp+npi-")
     recs = [json.loads(line) for line in (second.run_dir / "samples.jsonl").read_text().splitlines()]
     assert [r["info"]["inversion_cached"] for r in recs] == [True, True]
     assert second.results["taxonomy"]["learning_strategy"] == "training- and fine-tuning-free"
