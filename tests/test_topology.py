@@ -80,7 +80,8 @@ def test_local_blend_and_ledits_maps_are_16x16_on_sd15(sd15_unet) -> None:
 
 def test_roles_fail_clearly_and_controls_count_what_they_touch(sd15_unet) -> None:
     topo = Topology.of(sd15_unet)
-    with pytest.raises(ValueError, match=r"no block for the role 'transformer decoder at latent/8'.*latent/\[1, 2, 4\]"):
+    message = r"no block for the role 'transformer decoder at latent/8'.*latent/\[1, 2, 4\]"
+    with pytest.raises(ValueError, match=message):
         topo.select(Role("transformer", "up", (8,)))
     with pytest.raises(ValueError, match="unknown place"):
         Role("transformer", "side")

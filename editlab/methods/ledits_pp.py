@@ -104,9 +104,9 @@ class LEditsPP(EditMethod):
                                "skip": 0.15, "source_guidance_scale": 3.5, "num_inference_steps": 30}),
     }
 
-    def __init__(self, scheduler: str | None = None, masks: bool | str = "auto", edit_guidance_scale: float | None = None,
-                 edit_threshold: float | None = None, skip: float | None = None,
-                 source_guidance_scale: float | None = None, remove_source: bool = True,
+    def __init__(self, scheduler: str | None = None, masks: bool | str = "auto",
+                 edit_guidance_scale: float | None = None, edit_threshold: float | None = None,
+                 skip: float | None = None, source_guidance_scale: float | None = None, remove_source: bool = True,
                  num_inference_steps: int | None = None) -> None:
         super().__init__(scheduler=scheduler, masks=masks, edit_guidance_scale=edit_guidance_scale,
                          edit_threshold=edit_threshold, skip=skip, source_guidance_scale=source_guidance_scale,
