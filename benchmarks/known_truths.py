@@ -8,9 +8,10 @@
 * MasaCtrl keeps the object's colour and texture on pose and viewpoint edits better than the prompt swap: the
   oracle reads the edited object with the source's colour and texture.
 
-Prints per-method means, the paired differences (mean, paired-bootstrap 95% CI) and the Wilcoxon signed-rank
-p-value; ``tests/test_faithful_a_shapesworld.py`` asserts what holds on a bounded subset. Figures are of the
-ShapesWorld models, not of Stable Diffusion.
+Prints per-method means of each score (also the oracle's edit accuracy and preservation, and MasaCtrl with the
+earlier ``source_prompt=source``), the paired differences to the swap (mean, paired-bootstrap 95% CI) and the
+Wilcoxon signed-rank p-value; ``tests/test_faithful_a_shapesworld.py`` asserts what holds on a bounded subset.
+Figures are of the ShapesWorld models, not of Stable Diffusion.
 """
 
 from __future__ import annotations
@@ -71,6 +72,14 @@ def colour_texture_kept(images: list, items: list) -> np.ndarray:
     return np.asarray(out, dtype=float)
 
 
+def oracle_score(name: str):
+    """The ShapesWorld oracle's ``edit_accuracy`` or ``preservation`` per sample."""
+    from editlab.datasets.shapesworld import oracle
+
+    fn = getattr(oracle, name)
+    return lambda images, items: np.asarray([fn(np.asarray(i.convert("RGB")), s.meta) for i, s in zip(images, items)])
+
+
 def paired(a: np.ndarray, b: np.ndarray, seed: int = 0) -> dict:
     """Mean of a - b, its paired-bootstrap 95% CI and the Wilcoxon signed-rank p-value."""
     from scipy.stats import wilcoxon
@@ -79,18 +88,33 @@ def paired(a: np.ndarray, b: np.ndarray, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     boots = [d[rng.integers(0, len(d), len(d))].mean() for _ in range(2000)]
     p = float(wilcoxon(a, b).pvalue) if np.any(d != 0) else 1.0
-    return {"mean_diff": float(d.mean()), "ci95": (float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))),
-            "wilcoxon_p": p, "n": len(d)}
+    return {"mean_diff": round(float(d.mean()), 5),
+            "ci95": (round(float(np.percentile(boots, 2.5)), 5), round(float(np.percentile(boots, 97.5)), 5)),
+            "wilcoxon_p": round(p, 4), "n": len(d)}
 
 
-def compare(backbone, task_types: list[str], per_task: int, editor: str, score, what: str, steps: int) -> dict:
-    """Score ``editor`` and the prompt swap on the same samples; print and return the figures."""
+TRUTHS = {
+    # truth: (task types, {label: editor spec}, {score name: scorer})
+    "pnp": (STYLISTIC, {"pnp": "pnp"},
+            {"structure_dist": structure_distance, "edit_acc": oracle_score("edit_accuracy")}),
+    "masactrl": (POSE_VIEW, {"masactrl": "masactrl",
+                             "masactrl[source_prompt=source]": {"name": "masactrl", "source_prompt": "source"}},
+                 {"colour_texture_kept": colour_texture_kept, "preservation": oracle_score("preservation"),
+                  "edit_acc": oracle_score("edit_accuracy")}),
+}
+
+
+def compare(backbone, truth: str, per_task: int, steps: int) -> dict:
+    """Score the truth's editors and the prompt swap on the same samples and seeds; print and return the figures."""
+    task_types, editors, scores = TRUTHS[truth]
     items = samples(task_types, per_task)
-    swap = score(edits(backbone, "swap", items), items)
-    other = score(edits(backbone, editor, items), items)
-    result = {editor: float(other.mean()), "swap": float(swap.mean()), "paired": paired(other, swap)}
-    print(f"{', '.join(task_types)} (n={len(items)}, {steps} steps), {what}: {editor} {other.mean():.5f}, "
-          f"swap {swap.mean():.5f}; {editor} - swap: {result['paired']}")
+    images = {"swap": edits(backbone, "swap", items)} | {k: edits(backbone, v, items) for k, v in editors.items()}
+    result = {}
+    for name, score in scores.items():
+        values = {label: score(imgs, items) for label, imgs in images.items()}
+        result[name] = {label: round(float(v.mean()), 5) for label, v in values.items()}
+        result[name] |= {f"{label} - swap": paired(values[label], values["swap"]) for label in editors}
+        print(f"{', '.join(task_types)} (n={len(items)}, {steps} steps) {name}: {result[name]}", flush=True)
     return result
 
 
@@ -98,17 +122,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--per-task", type=int, default=20)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--truth", choices=["pnp", "masactrl", "both"], default="both")
+    parser.add_argument("--truth", choices=[*TRUTHS, "both"], default="both")
     args = parser.parse_args()
     from editlab.models.backbone import load_backbone
 
     backbone = load_backbone(str(ROOT / "weights/shapesworld/sd"), device="cpu", num_inference_steps=args.steps)
     start = time.perf_counter()
-    if args.truth in ("pnp", "both"):
-        compare(backbone, STYLISTIC, args.per_task, "pnp", structure_distance, "structure distance", args.steps)
-    if args.truth in ("masactrl", "both"):
-        compare(backbone, POSE_VIEW, args.per_task, "masactrl", colour_texture_kept, "colour+texture kept",
-                args.steps)
+    for truth in TRUTHS if args.truth == "both" else [args.truth]:
+        compare(backbone, truth, args.per_task, args.steps)
     print(f"wall {time.perf_counter() - start:.0f} s")
 
 
