@@ -133,6 +133,7 @@ BACKBONES = Registry(
         "shapesworld": "editlab.models.backbone:load_backbone",
         "toy": "editlab.models.backbone:toy_backbone",
         "sd14": "editlab.models.backbone:load_backbone",
+        "toy_sd15": "editlab.models.toy_variants:toy_sd15_backbone",
         "sd15": "editlab.models.backbone:load_backbone",
         "shapesworld_inpaint": "editlab.models.backbone:load_backbone",
         "shapesworld_ip2p": "editlab.models.backbone:load_backbone",

@@ -94,7 +94,7 @@ def test_deterministic_controls_act_and_processors_restored(backbone, editor) ->
 
 
 @pytest.mark.parametrize("editor", [
-    {"name": "masactrl", "start_step": 50},
+    {"name": "masactrl", "start_step": 50, "source_prompt": "source"},  # "empty" inverts with another prompt
     {"name": "pnp", "feature_injection": 0.0, "attention_injection": 0.0},
 ])
 def test_controls_switched_off_reduce_to_prompt_swap(backbone, editor) -> None:

@@ -158,11 +158,12 @@ def test_mask_helpers() -> None:
 
 
 def test_blended_latent_keeps_source_latents_outside_mask(backbones: dict) -> None:
-    """With an empty mask every step is replaced by the (noised) source: the output is the VAE round trip."""
+    """With an empty mask every step is replaced by the (noised) source; blending at the level each step reached,
+    the last blend is the clean source: the output is the VAE round trip."""
     bb = backbones["toy"]
     sample = _sample()
     sample.mask = Image.new("L", (64, 64), 0)
-    method = BlendedLatentDiffusion()
+    method = BlendedLatentDiffusion(blend="next")
     method.setup(bb)
     out = np.asarray(method.edit(sample, torch.Generator().manual_seed(0)).image)
     recon = np.asarray(decode_latents(bb, encode_image(bb, sample.source_image)))

@@ -13,13 +13,16 @@ when the sample carries a true mask (ShapesWorld does), its IoU with the inferre
 (the true mask downsampled: a latent cell is in it if any of its pixels is), which is the best the method's
 latent mask can reach.
 
-Defaults: 10 noise draws at 50% noise for the mask (paper, Sec. 3.1), clamp at 3x the mean difference and
-binarise at 0.5 (diffusers' defaults, as the paper's normalise-and-threshold), encoding ratio r = 0.8
-(diffusers' ``inpaint_strength`` default; the paper sweeps r in [0.25, 1]), guidance and step count from the
-backbone.
+Preset ``sd`` (diffusers' ``StableDiffusionDiffEditPipeline`` defaults; no official code was released): 10 noise
+draws at 50% noise for the mask (paper, Sec. 3.1), clamp at 3x the mean difference and binarise at 0.5 (as the
+paper's normalise-and-threshold), encoding ratio r = 0.8 (``inpaint_strength``; the paper sweeps r in [0.25, 1]),
+guidance 7.5, 50 steps. Backbones without a preset use the same mask and encoding settings with their own
+guidance and step count.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -28,6 +31,8 @@ from diffusers import DDIMInverseScheduler, DDIMScheduler, StableDiffusionDiffEd
 from PIL import Image
 
 from editlab.methods.base import EditMethod
+from editlab.methods.defaults import fill_unset
+from editlab.methods.presets import Preset
 from editlab.types import Condition, EditOutput, LearningStrategy, Sample, TaskType, Taxonomy
 
 
@@ -69,15 +74,21 @@ class DiffEdit(EditMethod):
                TaskType.EMOTION_EXPRESSION),
         paper="Couairon et al., DiffEdit, ICLR 2023",
     )
+    presets: ClassVar[dict[str, Preset]] = {
+        "sd": Preset(source="huggingface/diffusers pipelines/stable_diffusion_diffedit/"
+                            "pipeline_stable_diffusion_diffedit.py defaults (Couairon et al. 2023, Sec. 3-4)",
+                     settings={"encoding_ratio": 0.8, "mask_encode_strength": 0.5, "num_maps_per_mask": 10,
+                               "mask_thresholding_ratio": 3.0, "guidance_scale": 7.5, "num_inference_steps": 50}),
+    }
 
-    def __init__(self, encoding_ratio: float = 0.8, mask_encode_strength: float = 0.5, num_maps_per_mask: int = 10,
-                 mask_thresholding_ratio: float = 3.0, guidance_scale: float | None = None,
-                 num_inference_steps: int | None = None) -> None:
+    def __init__(self, encoding_ratio: float | None = None, mask_encode_strength: float | None = None,
+                 num_maps_per_mask: int | None = None, mask_thresholding_ratio: float | None = None,
+                 guidance_scale: float | None = None, num_inference_steps: int | None = None) -> None:
         super().__init__(encoding_ratio=encoding_ratio, mask_encode_strength=mask_encode_strength,
                          num_maps_per_mask=num_maps_per_mask, mask_thresholding_ratio=mask_thresholding_ratio,
                          guidance_scale=guidance_scale, num_inference_steps=num_inference_steps)
         for key, value in (("encoding_ratio", encoding_ratio), ("mask_encode_strength", mask_encode_strength)):
-            if not 0.0 < value <= 1.0:
+            if value is not None and not 0.0 < value <= 1.0:
                 raise ValueError(f"{key} must be in (0, 1], got {value}")
         self.encoding_ratio = encoding_ratio
         self.mask_encode_strength = mask_encode_strength
@@ -88,6 +99,10 @@ class DiffEdit(EditMethod):
 
     def setup(self, backbone, cache_dir=None) -> None:
         super().setup(backbone, cache_dir)
+        self.preset_record["defaults"] = fill_unset(self, {
+            "encoding_ratio": 0.8, "mask_encode_strength": 0.5, "num_maps_per_mask": 10,
+            "mask_thresholding_ratio": 3.0, "guidance_scale": backbone.guidance_scale,
+            "num_inference_steps": backbone.num_inference_steps})
         config = backbone.scheduler.config
         self.pipe = backbone.pipeline(
             StableDiffusionDiffEditPipeline,
@@ -96,9 +111,7 @@ class DiffEdit(EditMethod):
         )
 
     def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:
-        bb = self.backbone
-        steps = self.num_inference_steps or bb.num_inference_steps
-        guidance = self.guidance_scale if self.guidance_scale is not None else bb.guidance_scale
+        steps, guidance = self.num_inference_steps, self.guidance_scale
         # 1. Mask from the difference of noise predictions under the source and the target prompt
         latent_mask = self.pipe.generate_mask(
             image=sample.source_image,

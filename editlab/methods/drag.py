@@ -20,14 +20,16 @@ are added to it, since content outside the region is reset at every step and a m
 new footprints (ShapesWorld's) would otherwise erase the object on its way. On ShapesWorld, ``object_movement``
 samples carry points; the others are "not applicable".
 
-Defaults (paper, DragBench settings): 200 steps over [0, T], t0 = 0.6, guidance 3, alpha = 1.1, beta = 0.3,
-patch radius 5 and move step 2 latent pixels on SD's 64-px latents; here radius and move step default to those
-values scaled to the backbone's latent size (1 latent pixel each on 8-px latents).
+Preset ``sd`` (ML-GSAI/SDE-Drag ``sdedrag_dragbench.py``, the DragBench settings): 200 steps over [0, T],
+t0 = 0.6, guidance 3, alpha = 1.1, beta = 0.3, patch radius 5 and move step 2 latent pixels on SD's 64-px latents.
+Backbones without a preset use the same values with radius and move step scaled to their latent size (1 latent
+pixel each on 8-px latents).
 """
 
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from diffusers import DDIMScheduler
@@ -35,6 +37,8 @@ from diffusers import DDIMScheduler
 from editlab.methods.base import EditMethod
 from editlab.methods.blended_latent import latent_mask
 from editlab.methods.common import decode_latents, encode_image, encode_prompt
+from editlab.methods.defaults import fill_unset
+from editlab.methods.presets import Preset
 from editlab.types import Condition, EditOutput, LearningStrategy, Sample, SampleError, TaskType, Taxonomy
 
 PAPER_LATENT_SIZE = 64  # SD-1.5 latents at 512 px, on which the paper's radius and move step are given
@@ -48,14 +52,21 @@ class SDEDrag(EditMethod):
         tasks=(TaskType.OBJECT_MOVEMENT, TaskType.SIZE_CHANGE, TaskType.POSE_ACTION),
         paper="Nie et al., SDE-Drag, ICLR 2024",
     )
+    presets: ClassVar[dict[str, Preset]] = {
+        "sd": Preset(source="ML-GSAI/SDE-Drag sdedrag_dragbench.py (--steps 200 --t_0 0.6 --scale 3 --alpha 1.1 "
+                            "--beta 0.3 --r 5 --step_size 2)",
+                     settings={"num_steps": 200, "t0": 0.6, "guidance_scale": 3.0, "alpha": 1.1, "beta": 0.3,
+                               "radius": 5, "move_step": 2.0}),
+    }
 
-    def __init__(self, num_steps: int = 200, t0: float = 0.6, guidance_scale: float = 3.0, alpha: float = 1.1,
-                 beta: float = 0.3, radius: int | None = None, move_step: float | None = None) -> None:
+    def __init__(self, num_steps: int | None = None, t0: float | None = None, guidance_scale: float | None = None,
+                 alpha: float | None = None, beta: float | None = None, radius: int | None = None,
+                 move_step: float | None = None) -> None:
         super().__init__(num_steps=num_steps, t0=t0, guidance_scale=guidance_scale, alpha=alpha, beta=beta,
                          radius=radius, move_step=move_step)
-        if not 0.0 < t0 <= 1.0:
+        if t0 is not None and not 0.0 < t0 <= 1.0:
             raise ValueError(f"t0 must be in (0, 1], got {t0}")
-        if not 0.0 <= beta <= 1.0:
+        if beta is not None and not 0.0 <= beta <= 1.0:
             raise ValueError(f"beta must be in [0, 1], got {beta}")
         self.num_steps = num_steps
         self.t0 = t0
@@ -67,6 +78,9 @@ class SDEDrag(EditMethod):
 
     def setup(self, backbone, cache_dir=None) -> None:
         super().setup(backbone, cache_dir)
+        # radius and move step left None are scaled to the latent size at edit time
+        self.preset_record["defaults"] = fill_unset(self, {"num_steps": 200, "t0": 0.6, "guidance_scale": 3.0,
+                                                           "alpha": 1.1, "beta": 0.3})
         scheduler = DDIMScheduler.from_config(backbone.scheduler.config)
         scheduler.set_timesteps(self.num_steps)
         levels = max(1, int(self.t0 * self.num_steps))

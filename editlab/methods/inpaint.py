@@ -7,17 +7,22 @@ regenerates the masked region under the target prompt. Implemented with diffuser
 9-channel inpainting UNet: the method config brings its own ``backbone`` node (editlab's ShapesWorld
 inpainting model by default; ``configs/backbone/sd15_inpaint.yaml`` names the public SD-1.5 one).
 
-Defaults: ``strength=1.0`` (the region is regenerated from pure noise, the pipeline's default), guidance scale
-and step count from the backbone (SD: 7.5 and 50), no mask dilation.
+Preset ``sd`` (diffusers' ``StableDiffusionInpaintPipeline`` defaults, as the SD-inpainting model card runs it):
+``strength=1.0`` (the region is regenerated from pure noise), guidance 7.5, 50 steps, no mask dilation.
+Backbones without a preset use the same strength and dilation with their own guidance and step count.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import torch
 from diffusers import StableDiffusionInpaintPipeline
 from PIL import Image, ImageFilter
 
 from editlab.methods.base import EditMethod
+from editlab.methods.defaults import fill_unset
+from editlab.methods.presets import Preset
 from editlab.types import Condition, EditOutput, LearningStrategy, Sample, TaskType, Taxonomy
 
 LOCAL_TASKS = (
@@ -53,14 +58,19 @@ class SDInpaint(EditMethod):
         tasks=LOCAL_TASKS,
         paper="Rombach et al., Latent Diffusion / SD inpainting, CVPR 2022",
     )
+    presets: ClassVar[dict[str, Preset]] = {
+        "sd": Preset(source="huggingface/diffusers StableDiffusionInpaintPipeline defaults (model card of "
+                            "stable-diffusion-v1-5/stable-diffusion-inpainting)",
+                     settings={"strength": 1.0, "guidance_scale": 7.5, "num_inference_steps": 50, "mask_dilation": 0}),
+    }
 
-    def __init__(self, strength: float = 1.0, guidance_scale: float | None = None,
-                 num_inference_steps: int | None = None, mask_dilation: int = 0) -> None:
+    def __init__(self, strength: float | None = None, guidance_scale: float | None = None,
+                 num_inference_steps: int | None = None, mask_dilation: int | None = None) -> None:
         super().__init__(strength=strength, guidance_scale=guidance_scale, num_inference_steps=num_inference_steps,
                          mask_dilation=mask_dilation)
-        if not 0.0 < strength <= 1.0:
+        if strength is not None and not 0.0 < strength <= 1.0:
             raise ValueError(f"strength must be in (0, 1], got {strength}")
-        if mask_dilation < 0:
+        if mask_dilation is not None and mask_dilation < 0:
             raise ValueError(f"mask_dilation must be >= 0, got {mask_dilation}")
         self.strength = strength
         self.guidance_scale = guidance_scale
@@ -69,14 +79,15 @@ class SDInpaint(EditMethod):
 
     def setup(self, backbone, cache_dir=None) -> None:
         super().setup(backbone, cache_dir)
+        self.preset_record["defaults"] = fill_unset(self, {
+            "strength": 1.0, "guidance_scale": backbone.guidance_scale,
+            "num_inference_steps": backbone.num_inference_steps, "mask_dilation": 0})
         require_in_channels(backbone, 9, "SD inpainting", "Use an inpainting backbone, e.g. the method config's own "
                             "`backbone` node (weights/shapesworld/sd-inpaint) or configs/backbone/sd15_inpaint.yaml.")
         self.pipe = backbone.pipeline(StableDiffusionInpaintPipeline)
 
     def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:
         bb = self.backbone
-        steps = self.num_inference_steps or bb.num_inference_steps
-        guidance = self.guidance_scale if self.guidance_scale is not None else bb.guidance_scale
         # 1. The region to regenerate: the sample's mask, optionally dilated
         mask = dilate_mask(sample.mask, self.mask_dilation)
         # 2. Denoise the masked region under the target prompt; the UNet sees the masked source as context
@@ -87,8 +98,8 @@ class SDInpaint(EditMethod):
             height=bb.resolution,
             width=bb.resolution,
             strength=self.strength,
-            num_inference_steps=steps,
-            guidance_scale=guidance,
+            num_inference_steps=self.num_inference_steps,
+            guidance_scale=self.guidance_scale,
             generator=generator,
         ).images[0]
         return EditOutput(image=image)

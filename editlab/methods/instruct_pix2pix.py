@@ -8,18 +8,24 @@ so the backbone must carry an 8-channel instruction UNet: the method config brin
 (editlab's ShapesWorld instruction model by default; ``configs/backbone/instruct_pix2pix.yaml`` and
 ``magicbrush.yaml`` name the public weights of the paper and of MagicBrush, Zhang et al., NeurIPS 2023).
 
-Defaults (paper, Sec. 4): s_T = 7.5, s_I = 1.5, 100 steps. Here the text scale and the step count come from
-the backbone (its ``editlab.json`` for editlab's models) unless set; s_I = 1.5 as in the paper, which is also
-what editlab's ShapesWorld instruction model was trained and evaluated with.
+Preset ``sd`` (timothybrooks/instruct-pix2pix ``edit_cli.py``: ``--steps 100 --cfg-text 7.5 --cfg-image 1.5``;
+paper, Sec. 4): s_T = 7.5, s_I = 1.5, 100 steps. Backbones without a preset use the text scale and step count of
+the backbone (its ``editlab.json`` for editlab's models) and s_I = 1.5, which is also what editlab's ShapesWorld
+instruction model was trained and evaluated with. The sampler is the backbone's scheduler (the official
+script's Euler ancestral for the public weights, whose scheduler config names it).
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import torch
 from diffusers import StableDiffusionInstructPix2PixPipeline
 
 from editlab.methods.base import EditMethod
+from editlab.methods.defaults import fill_unset
 from editlab.methods.inpaint import require_in_channels
+from editlab.methods.presets import Preset
 from editlab.types import Condition, EditOutput, LearningStrategy, Sample, TaskType, Taxonomy
 
 
@@ -31,8 +37,12 @@ class InstructPix2Pix(EditMethod):
         tasks=tuple(TaskType),
         paper="Brooks et al., InstructPix2Pix, CVPR 2023",
     )
+    presets: ClassVar[dict[str, Preset]] = {
+        "sd": Preset(source="timothybrooks/instruct-pix2pix edit_cli.py (--steps 100 --cfg-text 7.5 --cfg-image 1.5)",
+                     settings={"guidance_scale": 7.5, "image_guidance_scale": 1.5, "num_inference_steps": 100}),
+    }
 
-    def __init__(self, guidance_scale: float | None = None, image_guidance_scale: float = 1.5,
+    def __init__(self, guidance_scale: float | None = None, image_guidance_scale: float | None = None,
                  num_inference_steps: int | None = None) -> None:
         super().__init__(guidance_scale=guidance_scale, image_guidance_scale=image_guidance_scale,
                          num_inference_steps=num_inference_steps)
@@ -42,15 +52,16 @@ class InstructPix2Pix(EditMethod):
 
     def setup(self, backbone, cache_dir=None) -> None:
         super().setup(backbone, cache_dir)
+        self.preset_record["defaults"] = fill_unset(self, {
+            "guidance_scale": backbone.guidance_scale, "image_guidance_scale": 1.5,
+            "num_inference_steps": backbone.num_inference_steps})
         require_in_channels(backbone, 8, "InstructPix2Pix", "Use an instruction-editing backbone, e.g. the method "
                             "config's own `backbone` node (weights/shapesworld/ip2p) or configs/backbone/"
                             "instruct_pix2pix.yaml.")
         self.pipe = backbone.pipeline(StableDiffusionInstructPix2PixPipeline)
 
     def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:
-        bb = self.backbone
-        steps = self.num_inference_steps or bb.num_inference_steps
-        guidance = self.guidance_scale if self.guidance_scale is not None else bb.guidance_scale
+        steps, guidance = self.num_inference_steps, self.guidance_scale
         # 1. Condition on the instruction (text) and the source image (latents concatenated to the input)
         # 2. Denoise with the two guidance scales: eps_uncond + s_I (eps_img - eps_uncond) + s_T (eps_full - eps_img)
         image = self.pipe(

@@ -12,29 +12,40 @@ issues of that pipeline handled here:
 * With ``DDIMScheduler``, ``invert`` passes a float timestep to ``DDIMScheduler.add_noise``, which indexes
   ``alphas_cumprod`` with it (IndexError); ``scheduler="ddim"`` uses a DDIM scheduler that casts it to an integer.
   The default is the paper's multistep SDE DPM-Solver++ (2nd order), which has no such problem.
-* The implicit masks need cross-attention maps at latent / 4 (image / 32): a UNet without a cross-attention block at
-  that scale (or a latent size not divisible by 4) cannot provide them and the pipeline fails mid-edit. With
-  ``masks="auto"`` (default) the method checks the UNet at setup and, when it cannot provide them, edits without
-  masks (quantile thresholding of the guidance only) and says so in every record's ``info["masks"]``;
-  ``masks=true`` raises at setup instead, ``masks=false`` always edits without masks.
+* The implicit masks need cross-attention maps at latent / 4 (image / 32): the pipeline averages the maps of the
+  encoder's and decoder's cross-attention at that resolution (on SD 1.5: ``down_blocks[2].attentions[0, 1]`` and
+  ``up_blocks[1].attentions[0, 1, 2]``, the mid block excluded). The method resolves those layers by role on the
+  backbone's topology at setup (recorded in ``method.json`` under ``layers``): a UNet without such a block (or a
+  latent size not divisible by 4) cannot provide them and the pipeline would fail mid-edit. With
+  ``masks="auto"`` (default) the method then edits without masks (quantile thresholding of the guidance only)
+  and says so in every record's ``info["masks"]``; ``masks=true`` raises at setup instead, ``masks=false``
+  always edits without masks.
 
 The pipeline swaps the UNet's attention processors to record cross-attention; they are restored after each edit,
 so the shared backbone is left as it was. The implicit mask (the latent cells where the guidance of any concept
 acted in at least half as many steps as in the most active cell) is returned as the ``inferred_mask`` extra image,
 with its IoU with the sample's true mask when present.
 
-Defaults (diffusers' pipeline, which follows the authors' release): edit guidance 5, threshold 0.9 (top 10%),
-skip 0.15 of the schedule, source guidance 3.5 during inversion; step count from the backbone.
+Preset ``sd`` (diffusers' ``LEditsPPPipelineStableDiffusion``, contributed by the authors): edit guidance 5,
+threshold 0.9 (top 10%), skip 0.15 of the schedule, source guidance 3.5 during inversion, 30 inversion steps,
+the multistep SDE DPM-Solver++. Backbones without a preset use the same values with their own step count.
+``remove_source`` (guide away from the source prompt too) is editlab's use of the pipeline's reverse concepts for
+prompt pairs; it is not a setting of the paper's runs.
 """
 
 from __future__ import annotations
+
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, LEditsPPPipelineStableDiffusion
 
 from editlab.methods.base import EditMethod
+from editlab.methods.defaults import fill_unset
 from editlab.methods.diffedit import mask_report, upsample_mask
+from editlab.methods.presets import Preset
+from editlab.models.topology import Role, Topology
 from editlab.types import Condition, EditOutput, LearningStrategy, Sample, TaskType, Taxonomy
 
 
@@ -46,22 +57,35 @@ class IntTimestepDDIMScheduler(DDIMScheduler):
         return super().add_noise(original_samples, noise, timesteps.long())
 
 
+#: the cross-attention maps LEDITS++ aggregates for its masks: encoder and decoder at latent / 4 (image / 32)
+MASK_MAPS = (Role("transformer", "down", (4,)), Role("transformer", "up", (4,)))
+
+
 def cross_attention_scales(unet) -> set[int]:
-    """Downsampling factors (relative to the latent) at which the UNet has cross-attention blocks."""
-    n = len(unet.config.down_block_types)
-    down = {2**i for i, kind in enumerate(unet.config.down_block_types) if "CrossAttn" in kind}
-    up = {2 ** (n - 1 - j) for j, kind in enumerate(unet.config.up_block_types) if "CrossAttn" in kind}
-    return down | up
+    """Downsampling factors (relative to the latent) at which the UNet's encoder or decoder has cross-attention."""
+    topology = Topology.of(unet)
+    return {b.downscale for b in topology.transformers if b.place in ("down", "up")}
+
+
+def mask_layers(unet) -> list[str]:
+    """The cross-attention layers whose maps LEDITS++'s masks average (empty when the UNet has none)."""
+    topology = Topology.of(unet)
+    names = []
+    for role in MASK_MAPS:
+        try:
+            names += [b.processor(cross=True) for b in topology.select(role)]
+        except ValueError:
+            continue
+    return names
 
 
 def attention_masks_unsupported(unet, latent_size: int) -> str | None:
     """Why the UNet cannot provide LEDITS++'s cross-attention masks at latent / 4, or None when it can."""
     if latent_size % 4:
         return f"the latent size {latent_size} is not divisible by 4"
-    scales = cross_attention_scales(unet)
-    if 4 not in scales:
+    if not mask_layers(unet):
         return (f"the UNet has no cross-attention at latent / 4 ({latent_size // 4} px); its cross-attention is at "
-                f"latent / {sorted(scales)}")
+                f"latent / {sorted(cross_attention_scales(unet))}")
     return None
 
 
@@ -73,20 +97,27 @@ class LEditsPP(EditMethod):
         tasks=tuple(TaskType),
         paper="Brack et al., LEDITS++, CVPR 2024",
     )
+    presets: ClassVar[dict[str, Preset]] = {
+        "sd": Preset(source="huggingface/diffusers pipelines/ledits_pp/pipeline_leditspp_stable_diffusion.py "
+                            "defaults of invert() and __call__() (the authors' implementation)",
+                     settings={"scheduler": "dpmsolver++", "edit_guidance_scale": 5.0, "edit_threshold": 0.9,
+                               "skip": 0.15, "source_guidance_scale": 3.5, "num_inference_steps": 30}),
+    }
 
-    def __init__(self, scheduler: str = "dpmsolver++", masks: bool | str = "auto", edit_guidance_scale: float = 5.0,
-                 edit_threshold: float = 0.9, skip: float = 0.15, source_guidance_scale: float = 3.5,
-                 remove_source: bool = True, num_inference_steps: int | None = None) -> None:
+    def __init__(self, scheduler: str | None = None, masks: bool | str = "auto",
+                 edit_guidance_scale: float | None = None, edit_threshold: float | None = None,
+                 skip: float | None = None, source_guidance_scale: float | None = None, remove_source: bool = True,
+                 num_inference_steps: int | None = None) -> None:
         super().__init__(scheduler=scheduler, masks=masks, edit_guidance_scale=edit_guidance_scale,
                          edit_threshold=edit_threshold, skip=skip, source_guidance_scale=source_guidance_scale,
                          remove_source=remove_source, num_inference_steps=num_inference_steps)
-        if scheduler not in ("dpmsolver++", "ddim"):
+        if scheduler is not None and scheduler not in ("dpmsolver++", "ddim"):
             raise ValueError(f"scheduler must be 'dpmsolver++' or 'ddim', got {scheduler!r}")
         if masks not in ("auto", True, False):
             raise ValueError(f"masks must be 'auto', true or false, got {masks!r}")
-        if not 0.0 <= skip < 1.0:
+        if skip is not None and not 0.0 <= skip < 1.0:
             raise ValueError(f"skip must be in [0, 1), got {skip}")
-        self.scheduler_name = scheduler
+        self.scheduler = scheduler
         self.masks = masks
         self.edit_guidance_scale = edit_guidance_scale
         self.edit_threshold = edit_threshold
@@ -97,8 +128,11 @@ class LEditsPP(EditMethod):
 
     def setup(self, backbone, cache_dir=None) -> None:
         super().setup(backbone, cache_dir)
+        self.preset_record["defaults"] = fill_unset(self, {
+            "scheduler": "dpmsolver++", "edit_guidance_scale": 5.0, "edit_threshold": 0.9, "skip": 0.15,
+            "source_guidance_scale": 3.5, "num_inference_steps": backbone.num_inference_steps})
         config = backbone.scheduler.config
-        if self.scheduler_name == "ddim":
+        if self.scheduler == "ddim":
             scheduler = IntTimestepDDIMScheduler.from_config(config)
         else:
             scheduler = DPMSolverMultistepScheduler.from_config(config, algorithm_type="sde-dpmsolver++",
@@ -110,6 +144,7 @@ class LEditsPP(EditMethod):
             raise ValueError(f"LEDITS++ masks were requested but backbone '{backbone.name}' cannot provide them: "
                              f"{reason}. Set masks=auto or masks=false to edit without them.")
         self.use_masks = self.masks is not False and reason is None
+        self.mask_layers = mask_layers(backbone.unet) if self.use_masks else []
         if self.use_masks:
             self.masks_info = "cross-attention and intersect masks"
         elif reason is None:
@@ -117,9 +152,13 @@ class LEditsPP(EditMethod):
         else:
             self.masks_info = f"off: backbone '{backbone.name}' cannot provide them ({reason})"
 
+    def describe(self) -> dict[str, Any]:
+        """The set-up record, with the cross-attention layers the masks read."""
+        return super().describe() | {"layers": {"mask_maps": list(getattr(self, "mask_layers", []))}}
+
     def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:
         bb = self.backbone
-        steps = self.num_inference_steps or bb.num_inference_steps
+        steps = self.num_inference_steps
         unet_processors = bb.unet.attn_processors
         try:
             # 1. Edit-friendly inversion of the source, guided by the source prompt

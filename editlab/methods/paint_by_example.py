@@ -16,17 +16,22 @@ object rendered alone, centred on the scene's background; the mask covers the re
 that the object in the mask now has the reference's shape (``edit_acc``) and that nothing else changed
 (``preservation``). Other task types carry no reference image and are "not applicable".
 
-Defaults (paper and diffusers' pipeline): guidance scale 5, 50 steps, 512 px for the public model.
+Preset ``sd`` (Fantasy-Studio/Paint-by-Example ``scripts/inference.py`` as its README runs it: ``--scale 5``, 50
+DDIM steps, 512 px): guidance scale 5, 50 steps, 512 px. The method always runs the public reference-conditioned
+model (or a backbone that carries one), so backbones without a preset use the same values.
 """
 
 from __future__ import annotations
 
 import os
+from typing import ClassVar
 
 import torch
 from diffusers import PaintByExamplePipeline
 
 from editlab.methods.base import EditMethod
+from editlab.methods.defaults import fill_unset
+from editlab.methods.presets import Preset
 from editlab.models.backbone import BackboneUnavailable
 from editlab.types import Condition, EditOutput, LearningStrategy, Sample, TaskType, Taxonomy
 
@@ -39,9 +44,15 @@ class PaintByExample(EditMethod):
         tasks=(TaskType.OBJECT_REPLACEMENT, TaskType.OBJECT_ADDITION),
         paper="Yang et al., Paint by Example, CVPR 2023",
     )
+    presets: ClassVar[dict[str, Preset]] = {
+        "sd": Preset(source="Fantasy-Studio/Paint-by-Example scripts/inference.py with its README's --scale 5 "
+                            "(50 DDIM steps, 512 px)",
+                     settings={"guidance_scale": 5.0, "num_inference_steps": 50, "resolution": 512}),
+    }
 
-    def __init__(self, pretrained: str = "Fantasy-Studio/Paint-by-Example", guidance_scale: float = 5.0,
-                 num_inference_steps: int = 50, resolution: int = 512, local_files_only: bool | None = None) -> None:
+    def __init__(self, pretrained: str = "Fantasy-Studio/Paint-by-Example", guidance_scale: float | None = None,
+                 num_inference_steps: int | None = None, resolution: int | None = None,
+                 local_files_only: bool | None = None) -> None:
         super().__init__(pretrained=pretrained, guidance_scale=guidance_scale,
                          num_inference_steps=num_inference_steps, resolution=resolution,
                          local_files_only=local_files_only)
@@ -53,6 +64,8 @@ class PaintByExample(EditMethod):
 
     def setup(self, backbone, cache_dir=None) -> None:
         super().setup(backbone, cache_dir)
+        self.preset_record["defaults"] = fill_unset(self, {"guidance_scale": 5.0, "num_inference_steps": 50,
+                                                           "resolution": 512})
         if "image_encoder" in backbone.extra:
             # 1a. A reference-conditioned backbone: build the pipeline from its components
             self.pipe = PaintByExamplePipeline(

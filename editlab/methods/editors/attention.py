@@ -8,13 +8,20 @@ asks the control whether it acts on this layer at this step; if not, it is plain
 Plug-and-Play) and, only where it asks for them, the attention probabilities are materialised, handed to the
 control (Prompt-to-Prompt, Pix2Pix-Zero) and applied to the values.
 
+The layers come from the UNet's topology (:mod:`editlab.models.topology`): each :class:`AttentionLayer` carries
+its transformer block's place, resolution level and forward order, so a control chooses layers by role and the
+choice resolves to the official indices on SD 1.5's topology. Every layer a control acted on is counted in
+:attr:`AttentionControl.touched` (other injection points, such as Plug-and-Play's residual block, are counted
+there too); :func:`observe_controls` lists the controls installed while it is open, so a test or a diagnostic
+can read what an edit touched.
+
 Tensors passed to a control have shape ``(rows, heads, tokens, dim)`` (probabilities: ``(rows, heads,
 queries, keys)``); rows follow the loop's layout: all branches' unconditional rows, then the conditional rows.
 """
 
 from __future__ import annotations
 
-import re
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,12 +31,7 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
 from editlab.methods.editors.loop import LoopHooks, Step
-
-_NAME = re.compile(
-    r"^(?P<place>down_blocks|up_blocks|mid_block)(?:\.(?P<block>\d+))?\.attentions\.(?P<attention>\d+)"
-    r"\.transformer_blocks\.(?P<transformer>\d+)\.(?P<kind>attn1|attn2)\.processor$"
-)
-_PLACE_ORDER = {"down": 0, "mid": 1, "up": 2}
+from editlab.models.topology import Block, Role, Topology
 
 
 @dataclass(frozen=True)
@@ -50,28 +52,29 @@ class AttentionLayer:
     order: int
     downscale: int
 
+    @classmethod
+    def of(cls, block: Block, cross: bool) -> AttentionLayer:
+        return cls(name=block.processor(cross), place=block.place, block=block.block, attention=block.index,
+                   transformer=block.transformer, is_cross=cross, order=block.order, downscale=block.downscale)
 
-def unet_attention_layers(unet: torch.nn.Module) -> list[AttentionLayer]:
-    """The UNet's transformer attention layers, in forward order."""
-    n_down, n_up = len(unet.down_blocks), len(unet.up_blocks)
-    parsed = []
-    for name in unet.attn_processors:
-        m = _NAME.match(name)
-        if m is None:
-            continue
-        place = m["place"].split("_")[0]
-        block = int(m["block"] or 0)
-        downscale = {"down": 2**block, "mid": 2 ** (n_down - 1), "up": 2 ** (n_up - 1 - block)}[place]
-        key = (_PLACE_ORDER[place], block, int(m["attention"]), int(m["transformer"]))
-        parsed.append((key, name, place, block, m, downscale))
-    orders = {k: i for i, k in enumerate(sorted({p[0] for p in parsed}))}
-    layers = [
-        AttentionLayer(name=name, place=place, block=block, attention=int(m["attention"]),
-                       transformer=int(m["transformer"]), is_cross=m["kind"] == "attn2", order=orders[key],
-                       downscale=downscale)
-        for key, name, place, block, m, downscale in parsed
-    ]
-    return sorted(layers, key=lambda layer: (layer.order, layer.is_cross))
+    def plays(self, blocks: list[Block]) -> bool:
+        """Whether this layer belongs to one of ``blocks`` (e.g. the blocks a :class:`Role` resolved to)."""
+        return any(b.order == self.order for b in blocks)
+
+
+def unet_attention_layers(unet: torch.nn.Module, topology: Topology | None = None) -> list[AttentionLayer]:
+    """The UNet's transformer attention layers (self-attention, then cross-attention of each block), in forward
+    order, read from its topology; only layers the UNet has a processor for are listed."""
+    processors = set(unet.attn_processors)
+    topology = topology or Topology.of(unet)
+    layers = [AttentionLayer.of(block, cross) for block in topology.transformers for cross in (False, True)]
+    return [layer for layer in layers if layer.name in processors]
+
+
+def layers_for(layers: list[AttentionLayer], topology: Topology, role: Role, cross: bool) -> list[AttentionLayer]:
+    """The self- (``cross=False``) or cross-attention layers of the transformer blocks ``role`` names."""
+    blocks = topology.select(role)
+    return [layer for layer in layers if layer.is_cross == cross and layer.plays(blocks)]
 
 
 class AttentionControl(LoopHooks):
@@ -85,6 +88,10 @@ class AttentionControl(LoopHooks):
         self.num_branches = num_branches
         self.step = 0
         self.num_steps = 1
+        #: layer (or module) name -> number of calls in which the control acted on it
+        self.touched: Counter[str] = Counter()
+        #: the UNet's topology, set by :func:`controlled_attention` before :meth:`bind`
+        self.topology: Topology | None = None
 
     def begin(self, num_steps: int) -> None:
         self.num_steps = num_steps
@@ -97,7 +104,7 @@ class AttentionControl(LoopHooks):
         return self.step < int(fraction * self.num_steps)
 
     def bind(self, layers: list[AttentionLayer]) -> None:
-        """Called once with the UNet's layers before the processors are installed."""
+        """Called once with the UNet's layers before the processors are installed (:attr:`topology` is set)."""
 
     def select(self, layer: AttentionLayer) -> bool:
         """Whether ``layer`` gets a controlled processor at all."""
@@ -138,6 +145,7 @@ class ControlledAttnProcessor(AttnProcessor2_0):
         unsupported = attn.spatial_norm is not None or attn.group_norm is not None or hidden_states.ndim != 3
         if unsupported or not control.active(layer):
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+        control.touched[layer.name] += 1
         # 1. Project to queries, keys and values: (rows, heads, tokens, head_dim)
         rows = hidden_states.shape[0]
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
@@ -172,16 +180,33 @@ class ControlledAttnProcessor(AttnProcessor2_0):
         return out / attn.rescale_output_factor
 
 
+_OBSERVERS: list[list[AttentionControl]] = []
+
+
+@contextmanager
+def observe_controls() -> Iterator[list[AttentionControl]]:
+    """Collect every control :func:`controlled_attention` installs while open (read ``control.touched`` after)."""
+    seen: list[AttentionControl] = []
+    _OBSERVERS.append(seen)
+    try:
+        yield seen
+    finally:
+        _OBSERVERS.remove(seen)
+
+
 @contextmanager
 def controlled_attention(unet: torch.nn.Module, control: AttentionControl) -> Iterator[list[AttentionLayer]]:
     """Install controlled processors on the layers ``control`` selects; restore the originals on exit."""
     original = dict(unet.attn_processors)
-    layers = unet_attention_layers(unet)
+    control.topology = Topology.of(unet)
+    layers = unet_attention_layers(unet, control.topology)
     control.bind(layers)
     processors = dict(original)
     for layer in layers:
         if control.select(layer):
             processors[layer.name] = ControlledAttnProcessor(control, layer)
+    for seen in _OBSERVERS:
+        seen.append(control)
     unet.set_attn_processor(processors)
     try:
         yield layers
