@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from editlab.models.families import build_pipeline, call_kwargs
-from editlab.models.speed import cache_context
+from editlab.models.speed import cache_context, reset_cache
 
 FLOW_FAMILIES = ("sd3", "flux")
 
@@ -62,6 +62,10 @@ class FlowModel:
         self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.patch = 2 if self.family == "flux" else int(self.transformer.config.patch_size)
         self.call_kwargs = call_kwargs(backbone)
+
+    def start(self) -> None:
+        """Call at the start of an edit: caching hooks forget the previous edit."""
+        reset_cache(self.transformer)
 
     # --- images ------------------------------------------------------------------------------------------
     def check_size(self, width: int, height: int) -> None:

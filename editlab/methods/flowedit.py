@@ -93,6 +93,7 @@ class FlowEdit(EditMethod):
     @torch.no_grad()
     def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:
         m, steps = self.model, self.num_inference_steps
+        m.start()
         # 1. Encode the source image (posterior mode) and both prompts
         x_src = m.encode_image(sample.source_image).float()
         src = m.encode_prompt(sample.source_prompt, self.negative_prompt)

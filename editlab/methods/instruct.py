@@ -31,6 +31,7 @@ from PIL import Image
 from editlab.methods.base import EditMethod
 from editlab.methods.presets import Preset
 from editlab.models.families import build_pipeline, call_kwargs, get_family, guidance_kwargs, preferred_size
+from editlab.models.speed import pipeline_cache_context
 from editlab.types import Condition, EditOutput, LearningStrategy, Sample, TaskType, Taxonomy
 
 WORKING_SIZES = ("auto", "input")
@@ -112,8 +113,9 @@ class Instruct(EditMethod):
         size_kwargs, working = self._size_kwargs(sample.source_image)
         image = [sample.source_image] if bb.family == "qwen-image-edit-plus" else sample.source_image
         # 3. Edit through the family's instruction pipeline
-        out = self.pipe(prompt=sample.instruction, image=image, num_inference_steps=steps, generator=generator,
-                        **kwargs, **size_kwargs).images[0]
+        with pipeline_cache_context(bb):
+            out = self.pipe(prompt=sample.instruction, image=image, num_inference_steps=steps, generator=generator,
+                            **kwargs, **size_kwargs).images[0]
         # 4. Back to the input's size for the metrics, recording what the model worked at
         output_size = list(out.size)
         resized = out.size != sample.source_image.size

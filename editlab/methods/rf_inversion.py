@@ -128,6 +128,7 @@ class RFInversion(EditMethod):
         if not sample.target_prompt.strip():
             raise SampleError("empty target prompt")
         m, steps = self.model, self.num_inference_steps
+        m.start()
         # 1. Encode the source (a posterior sample, as the official inversion does)
         y0 = m.encode_image(sample.source_image, generator, sample=True).float()
         # 2. Controlled forward ODE (inversion) under the empty or the source prompt

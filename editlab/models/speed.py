@@ -22,7 +22,11 @@ and the resolved settings are stored in :attr:`Backbone.speed`, written to ``bac
     (``FirstBlockCacheConfig``, ``ModelMixin.enable_cache``) skips the remaining blocks of a step when the first
     block's residual changed by less than ``threshold``; it changes outputs, and
     ``benchmarks/modern_editors.py`` measures by how much (PSNR of cached vs uncached output on the same seed).
-    It needs a denoiser with diffusers' ``CacheMixin`` (FLUX, Qwen-Image).
+    It needs a denoiser with diffusers' ``CacheMixin`` (FLUX, Qwen-Image). Pipelines that do not name their
+    denoiser calls themselves (in diffusers 0.42: FLUX img2img / inpaint / Fill / Kontext) are called inside
+    :func:`pipeline_cache_context` (one ``cond`` branch: these are guidance-distilled, one forward per step);
+    the hook state is reset after every pipeline call (diffusers' ``maybe_free_model_hooks``) and at the start
+    of every FlowEdit / RF-Inversion edit (:func:`reset_cache`).
 """
 
 from __future__ import annotations
@@ -108,3 +112,19 @@ def cache_context(denoiser: Any, name: str) -> Any:
     from contextlib import nullcontext
 
     return denoiser.cache_context(name) if hasattr(denoiser, "cache_context") else nullcontext()
+
+
+def pipeline_cache_context(backbone: Any) -> Any:
+    """The context a method wraps a pipeline call in: ``cache_context("cond")`` when a caching hook is on (pipelines
+    that name their branches themselves override it inside), else a no-op."""
+    from contextlib import nullcontext
+
+    if not (getattr(backbone, "speed", None) or {}).get("cache"):
+        return nullcontext()
+    return cache_context(backbone.denoiser, "cond")
+
+
+def reset_cache(denoiser: Any) -> None:
+    """Forget the caching hooks' state (the previous edit's residuals)."""
+    if getattr(denoiser, "is_cache_enabled", False):
+        denoiser._reset_stateful_cache()

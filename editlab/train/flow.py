@@ -39,7 +39,8 @@ from editlab.train import sd as S
 #: The CLIP window of the exported tokenizer: every ShapesWorld caption, prompt and instruction has at most
 #: 40 tokens, and the CLIP text tower is causal, so its first 48 positions equal those of a 77-token window.
 TEXT_WINDOW = 48
-SETTINGS = {"guidance_scale": 3.0, "num_inference_steps": 28, "resolution": 64, "max_sequence_length": 0}
+SETTINGS = {"guidance_scale": 3.0, "num_inference_steps": 28, "resolution": 64,
+            "pipeline_kwargs": {"max_sequence_length": 0}}  # no T5: StableDiffusion3Pipeline adds no T5 tokens
 
 
 def build_transformer(
