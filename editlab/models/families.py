@@ -142,10 +142,10 @@ FAMILIES: dict[str, Family] = {
         Family(
             "qwen-image-edit-plus", "Qwen-Image-Edit-2509 (Edit Plus: multi-image conditioning)", "transformer",
             {"instruct": "QwenImageEditPlusPipeline"},
-            "true_cfg", 40, 4.0, 1024, "bfloat16", resolution_policy="preferred_area",
+            "true_cfg", 50, 4.0, 1024, "bfloat16", resolution_policy="preferred_area",
             hub_ids=("Qwen/Qwen-Image-Edit-2509",),
-            source="diffusers QwenImageEditPlusPipeline (true_cfg_scale=4.0; CONDITION_IMAGE_SIZE 384^2 for the "
-                   "VL encoder, VAE_IMAGE_SIZE 1024^2)",
+            source="diffusers QwenImageEditPlusPipeline (docstring example: 50 steps; true_cfg_scale=4.0; "
+                   "CONDITION_IMAGE_SIZE 384^2 for the VL encoder, VAE_IMAGE_SIZE 1024^2)",
             call_kwargs={"negative_prompt": " "},
         ),
     )
