@@ -48,6 +48,9 @@ METHODS = Registry(
         "imagic": "editlab.methods.imagic:Imagic",
         "edit": "editlab.methods.inversion_editing:InversionEditing",
         "outputs": "editlab.methods.outputs:ImportedOutputs",
+        "instruct": "editlab.methods.instruct:Instruct",
+        "flowedit": "editlab.methods.flowedit:FlowEdit",
+        "rf_inversion": "editlab.methods.rf_inversion:RFInversion",
     },
 )
 
@@ -140,5 +143,18 @@ BACKBONES = Registry(
         "sd15_inpaint": "editlab.models.backbone:load_backbone",
         "instruct_pix2pix": "editlab.models.backbone:load_backbone",
         "magicbrush": "editlab.models.backbone:load_backbone",
+        "sdxl": "editlab.models.backbone:load_backbone",
+        "sdxl_inpaint": "editlab.models.backbone:load_backbone",
+        "sdxl_instruct_pix2pix": "editlab.models.backbone:load_backbone",
+        "sd3": "editlab.models.backbone:load_backbone",
+        "flux": "editlab.models.backbone:load_backbone",
+        "flux_fill": "editlab.models.backbone:load_backbone",
+        "flux_kontext": "editlab.models.backbone:load_backbone",
+        "qwen_image_edit": "editlab.models.backbone:load_backbone",
+        "qwen_image_edit_plus": "editlab.models.backbone:load_backbone",
+        "shapesworld_flow": "editlab.models.backbone:load_backbone",
+        **{f"toy_{f}": "editlab.models.toy_families:toy_family_backbone" for f in (
+            "sdxl", "sdxl_ip2p", "sdxl_inpaint", "sd3", "flux", "flux_fill", "flux_kontext", "qwen_image_edit",
+            "qwen_image_edit_plus")},
     },
 )

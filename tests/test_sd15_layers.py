@@ -60,6 +60,8 @@ def _sample(size: int = SIZE) -> Sample:
 
 
 def _run(method, backbone, cache_dir: Path | None = None) -> list:
+    """Edit once, observing the controls. ``InversionEditing`` parts are given ``STEPS`` explicitly: on a preset-sd
+    backbone the inversion's preset would otherwise set SD's 50 steps."""
     method.setup(backbone, cache_dir)
     before = dict(backbone.unet.attn_processors)
     with observe_controls() as controls:
@@ -83,13 +85,13 @@ def cache(tmp_path_factory) -> Path:
 
 
 def test_masactrl_touches_self_attention_from_block_10(backbones: dict, cache: Path) -> None:
-    controls = _run(InversionEditing("ddim", "masactrl"), backbones["sd"], cache)
+    controls = _run(InversionEditing("ddim", "masactrl", num_inference_steps=STEPS), backbones["sd"], cache)
     assert sorted(_touched(controls)) == sorted(MASACTRL)  # orders 10-15: up_blocks[2:], the decoder's finest levels
     assert all(count == STEPS for count in controls[0].touched.values())  # start_step 4 of 50 -> from step 0 of 2
 
 
 def test_pnp_touches_the_official_residual_block_and_self_attention(backbones: dict, cache: Path) -> None:
-    controls = _run(InversionEditing("ddim", "pnp"), backbones["sd"], cache)
+    controls = _run(InversionEditing("ddim", "pnp", num_inference_steps=STEPS), backbones["sd"], cache)
     touched = controls[0].touched
     assert sorted(touched) == sorted(PNP_ATTENTION + [PNP_FEATURE])
     assert touched[PNP_FEATURE] == int(0.8 * STEPS)  # pnp_f_t 0.8, pnp_attn_t 0.5 of the steps
@@ -99,23 +101,28 @@ def test_pnp_touches_the_official_residual_block_and_self_attention(backbones: d
 def test_p2p_touches_self_attention_up_to_32x32_and_blends_16x16_maps(tmp_path: Path) -> None:
     """At SD's 512 px: self-attention replaced where the maps are at most 32x32 (official ``attn.shape[1] <= 32 **
     2``), the local blend reads the 16x16 cross-attention maps (official ``down_cross[2:4] + up_cross[:3]``)."""
-    controls = _run(InversionEditing("ddim", {"name": "p2p", "local_blend": True}),
+    controls = _run(InversionEditing("ddim", {"name": "p2p", "blend_words": "differing"}, num_inference_steps=STEPS),
                     toy_sd15_backbone(device="cpu", num_inference_steps=STEPS), tmp_path)
     self_32 = _self(b for b in sd15_topology().transformers if b.downscale >= 2)  # 64 / 2 = 32
-    # 2 steps: self-attention replaced at step 0 (0.6 of 2), cross-attention replacement never (0.4 of 2 = 0
-    # steps); the local blend reads the cross-attention maps at latent / 4 every step
-    assert sorted(_touched(controls)) == sorted(self_32 + BLEND_16)
+    cross = [b.processor(cross=True) for b in sd15_topology().transformers]
+    # 2 steps: self-attention replaced at step 0 (int(0.6 * 2) = 1 step), cross-attention refined at step 0
+    # (official window int(0.4 * (2 + 1)) = 1 step) in every layer; the local blend reads the cross-attention maps at
+    # latent / 4 at every step
+    touched = controls[0].touched
+    assert sorted(touched) == sorted(self_32 + cross)
+    assert {name for name, count in touched.items() if count == STEPS} == set(BLEND_16)
+    assert all(touched[name] == 1 for name in set(touched) - set(BLEND_16))
     blend = controls[0].blend
     assert blend.maps.shape[1] == 16 * 16 and blend.downscale == 4
 
 
 def test_pix2pix_zero_reads_every_cross_attention_layer(backbones: dict, cache: Path) -> None:
-    controls = _run(InversionEditing("ddim", "pix2pix_zero"), backbones["sd"], cache)
+    controls = _run(InversionEditing("ddim", "pix2pix_zero", num_inference_steps=STEPS), backbones["sd"], cache)
     assert _touched(controls) == {b.processor(cross=True) for b in sd15_topology().transformers}
 
 
 def test_swap_touches_nothing(backbones: dict, cache: Path) -> None:
-    assert _run(InversionEditing("ddim", "swap"), backbones["sd"], cache) == []
+    assert _run(InversionEditing("ddim", "swap", num_inference_steps=STEPS), backbones["sd"], cache) == []
 
 
 def test_ledits_pp_masks_read_the_16x16_maps_of_encoder_and_decoder(backbones: dict, monkeypatch) -> None:

@@ -16,6 +16,7 @@ TRAINERS = {
     "inpaint": "editlab.train.inpaint",
     "ip2p": "editlab.train.ip2p",
     "clip": "editlab.train.clip",
+    "flow": "editlab.train.flow",
 }
 
 
@@ -83,10 +84,16 @@ def _list() -> None:
         cls = METRICS.get(name)
         definition = getattr(cls, "definition", "") or next(iter((cls.__doc__ or "").strip().splitlines()), "")
         print(f"  {name:<17} {'↑' if cls.higher_is_better else '↓'} {definition}")
+    print("\nbackbone families (guidance, steps, scale, resolution policy, dtype, pipelines per task):")
+    from editlab.models.families import describe_families
+
+    for line in describe_families():
+        print(f"  {line}")
     print("\nbackbones (configs/backbone):")
     for name in BACKBONES.names():
         cfg = OmegaConf.load(CONFIG_DIR / "backbone" / f"{name}.yaml")
-        print(f"  {name:<14} {cfg.get('pretrained', cfg.get('_target_'))}")
+        family = cfg.get("family") or "sd"
+        print(f"  {name:<24} {family:<21} {cfg.get('pretrained', cfg.get('_target_'))}")
     print("\nexperiments (configs/experiment):")
     for p in sorted((CONFIG_DIR / "experiment").glob("*.yaml")):
         print(f"  {p.stem}")

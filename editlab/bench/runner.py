@@ -538,6 +538,7 @@ def score_distribution(metrics: list[DistributionMetric], dataset: EditDataset, 
 def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
     """Run one grid point described by a composed editlab config."""
     from editlab.models.backbone import backbone_from_config, resolve_device
+    from editlab.models.families import config_family
 
     # 1. Build the dataset and the method (cheap; the backbone is loaded only if something must be edited)
     dataset: EditDataset = build(cfg.dataset)
@@ -580,7 +581,7 @@ def run(cfg: DictConfig, show_table: bool = True) -> RunOutcome:
         try:
             if method.needs_backbone:
                 # a family the method cannot run on is refused before any weight loads
-                method.check_family(str(backbone_config(cfg).get("family", "sd")))
+                method.check_family(config_family(_plain(backbone_config(cfg))))  # `auto`: from model_index.json
                 backbone = backbone_from_config(backbone_config(cfg), device=cfg.device, dtype=cfg.dtype)
             method.setup(backbone, cache_dir=Path(cfg.results_dir) / "_cache")
         except Exception as err:  # e.g. public weights unavailable offline: this grid point is skipped, not the grid

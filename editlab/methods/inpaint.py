@@ -2,10 +2,14 @@
 CVPR 2022; the SD-inpainting checkpoints of that work).
 
 A UNet fine-tuned with 5 extra input channels, the latent-resolution mask and the latents of the masked image,
-regenerates the masked region under the target prompt. Implemented with diffusers'
-``StableDiffusionInpaintPipeline`` built from the backbone's components, so the backbone must carry a
-9-channel inpainting UNet: the method config brings its own ``backbone`` node (editlab's ShapesWorld
-inpainting model by default; ``configs/backbone/sd15_inpaint.yaml`` names the public SD-1.5 one).
+regenerates the masked region under the target prompt. Implemented with the inpainting pipeline of the
+backbone's family (:mod:`editlab.models.families`, task ``inpaint``) built from the backbone's components:
+``StableDiffusionInpaintPipeline`` (sd) and ``StableDiffusionXLInpaintPipeline`` (sdxl) need a 9-channel
+inpainting UNet (the method config brings its own ``backbone`` node, editlab's ShapesWorld inpainting model by
+default; ``configs/backbone/sd15_inpaint.yaml`` / ``sdxl_inpaint.yaml`` name the public ones);
+``FluxFillPipeline`` (flux-fill) takes FLUX Fill's transformer with mask channels; ``StableDiffusion3InpaintPipeline``
+(sd3) and ``FluxInpaintPipeline`` (flux) inpaint with the plain text-to-image transformer, keeping the source
+outside the mask at every step.
 
 Preset ``sd`` (diffusers' ``StableDiffusionInpaintPipeline`` defaults, as the SD-inpainting model card runs it):
 ``strength=1.0`` (the region is regenerated from pure noise), guidance 7.5, 50 steps, no mask dilation.
@@ -17,12 +21,13 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-from diffusers import StableDiffusionInpaintPipeline
 from PIL import Image, ImageFilter
 
 from editlab.methods.base import EditMethod
 from editlab.methods.defaults import fill_unset
 from editlab.methods.presets import Preset
+from editlab.models.families import build_pipeline, call_kwargs, guidance_kwargs
+from editlab.models.speed import pipeline_cache_context
 from editlab.types import Condition, EditOutput, LearningStrategy, Sample, TaskType, Taxonomy
 
 LOCAL_TASKS = (
@@ -58,6 +63,7 @@ class SDInpaint(EditMethod):
         tasks=LOCAL_TASKS,
         paper="Rombach et al., Latent Diffusion / SD inpainting, CVPR 2022",
     )
+    families = ("sd", "sdxl", "sd3", "flux", "flux-fill")
     presets: ClassVar[dict[str, Preset]] = {
         "sd": Preset(source="huggingface/diffusers StableDiffusionInpaintPipeline defaults (model card of "
                             "stable-diffusion-v1-5/stable-diffusion-inpainting)",
@@ -82,24 +88,29 @@ class SDInpaint(EditMethod):
         self.preset_record["defaults"] = fill_unset(self, {
             "strength": 1.0, "guidance_scale": backbone.guidance_scale,
             "num_inference_steps": backbone.num_inference_steps, "mask_dilation": 0})
-        require_in_channels(backbone, 9, "SD inpainting", "Use an inpainting backbone, e.g. the method config's own "
-                            "`backbone` node (weights/shapesworld/sd-inpaint) or configs/backbone/sd15_inpaint.yaml.")
-        self.pipe = backbone.pipeline(StableDiffusionInpaintPipeline)
+        if backbone.unet is not None:  # sd, sdxl: the specialised inpainting UNet
+            require_in_channels(backbone, 9, "SD inpainting", "Use an inpainting backbone, e.g. the method config's "
+                                "own `backbone` node (weights/shapesworld/sd-inpaint), configs/backbone/"
+                                "sd15_inpaint.yaml or sdxl_inpaint.yaml.")
+        self.pipe = build_pipeline(backbone, "inpaint")
 
     def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:
         bb = self.backbone
         # 1. The region to regenerate: the sample's mask, optionally dilated
         mask = dilate_mask(sample.mask, self.mask_dilation)
-        # 2. Denoise the masked region under the target prompt; the UNet sees the masked source as context
-        image = self.pipe(
-            prompt=sample.target_prompt,
-            image=sample.source_image,
-            mask_image=mask,
-            height=bb.resolution,
-            width=bb.resolution,
-            strength=self.strength,
-            num_inference_steps=self.num_inference_steps,
-            guidance_scale=self.guidance_scale,
-            generator=generator,
-        ).images[0]
+        # 2. Denoise the masked region under the target prompt, guidance as the family takes it; the model sees
+        #    the masked source as context
+        kwargs = guidance_kwargs(bb, self.guidance_scale) | call_kwargs(bb)
+        with pipeline_cache_context(bb):
+            image = self.pipe(
+                prompt=sample.target_prompt,
+                image=sample.source_image,
+                mask_image=mask,
+                height=bb.resolution,
+                width=bb.resolution,
+                strength=self.strength,
+                num_inference_steps=self.num_inference_steps,
+                generator=generator,
+                **kwargs,
+            ).images[0]
         return EditOutput(image=image)

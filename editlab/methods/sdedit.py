@@ -1,7 +1,11 @@
 """SDEdit: Guided Image Synthesis and Editing with Stochastic Differential Equations (Meng et al., ICLR 2022).
 
 Noise the source image to an intermediate time ``strength * T`` and denoise it under the target prompt.
-Implemented with diffusers' ``StableDiffusionImg2ImgPipeline`` built from the backbone's components.
+Implemented with the image-to-image pipeline of the backbone's family (:mod:`editlab.models.families`, task
+``img2img``), built from the backbone's components: ``StableDiffusionImg2ImgPipeline`` (sd),
+``StableDiffusionXLImg2ImgPipeline`` (sdxl), ``StableDiffusion3Img2ImgPipeline`` (sd3, flow matching: the source
+is moved along the straight path to ``sigma = strength``) and ``FluxImg2ImgPipeline`` (flux). Guidance is given as
+the family takes it (classifier-free or distilled).
 
 Preset ``sd``: Stable Diffusion's own SDEdit script (CompVis/stable-diffusion ``scripts/img2img.py``, "image
 modification" in SD's README): 50 DDIM steps (eta 0), strength 0.75, guidance 5.0. Backbones without a preset
@@ -14,12 +18,13 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-from diffusers import StableDiffusionImg2ImgPipeline
 
 from editlab.methods.base import EditMethod
 from editlab.methods.common import ddim_scheduler
 from editlab.methods.defaults import fill_unset
 from editlab.methods.presets import Preset
+from editlab.models.families import build_pipeline, call_kwargs, guidance_kwargs
+from editlab.models.speed import pipeline_cache_context
 from editlab.types import Condition, EditOutput, LearningStrategy, Sample, TaskType, Taxonomy
 
 SCHEDULERS = ("ddim", "backbone")
@@ -33,6 +38,7 @@ class SDEdit(EditMethod):
         tasks=tuple(TaskType),
         paper="Meng et al., SDEdit, ICLR 2022",
     )
+    families = ("sd", "sdxl", "sd3", "flux")
     presets: ClassVar[dict[str, Preset]] = {
         "sd": Preset(source="CompVis/stable-diffusion scripts/img2img.py (SD's SDEdit: --strength 0.75 "
                             "--scale 5.0 --ddim_steps 50, DDIM eta 0)",
@@ -58,18 +64,25 @@ class SDEdit(EditMethod):
         self.preset_record["defaults"] = fill_unset(self, {
             "strength": 0.5, "guidance_scale": backbone.guidance_scale,
             "num_inference_steps": backbone.num_inference_steps, "scheduler": "backbone"})
+        if self.scheduler == "ddim" and backbone.unet is None:
+            raise ValueError(f"scheduler='ddim' needs a diffusion UNet backbone; family '{backbone.family}' samples a "
+                             f"flow with its own scheduler: use scheduler=backbone")
         overrides = {"scheduler": ddim_scheduler(backbone)} if self.scheduler == "ddim" else {}
-        self.pipe = backbone.pipeline(StableDiffusionImg2ImgPipeline, **overrides)
+        self.pipe = build_pipeline(backbone, "img2img", **overrides)
 
     def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:
         # 1. Check inputs: the source is resized to the backbone's working resolution by the runner
-        # 2. Noise to t0 = strength * T and denoise with the target prompt
-        image = self.pipe(
-            prompt=sample.target_prompt,
-            image=sample.source_image,
-            strength=self.strength,
-            num_inference_steps=self.num_inference_steps,
-            guidance_scale=self.guidance_scale,
-            generator=generator,
-        ).images[0]
+        # 2. Noise to t0 = strength * T and denoise with the target prompt, guidance as the family takes it
+        kwargs = guidance_kwargs(self.backbone, self.guidance_scale) | call_kwargs(self.backbone)
+        if self.backbone.unet is None:  # transformer pipelines take the working size explicitly
+            kwargs |= {"height": sample.source_image.height, "width": sample.source_image.width}
+        with pipeline_cache_context(self.backbone):
+            image = self.pipe(
+                prompt=sample.target_prompt,
+                image=sample.source_image,
+                strength=self.strength,
+                num_inference_steps=self.num_inference_steps,
+                generator=generator,
+                **kwargs,
+            ).images[0]
         return EditOutput(image=image, info={"steps_run": int(self.num_inference_steps * self.strength)})

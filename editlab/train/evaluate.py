@@ -1,7 +1,9 @@
 """Figures for the ShapesWorld model cards, measured on held-out scenes and edits.
 
-    python -m editlab.train.evaluate --which vae|sd|inpaint|ip2p [--n 64] [--update-settings]
+    python -m editlab.train.evaluate --which vae|sd|inpaint|ip2p|flow [--n 64] [--update-settings]
 
+``flow``: the flow-matching model's text-to-image oracle accuracy per guidance scale and flow ODE inversion
+(Euler up, Euler down, caption at guidance 1) reconstruction PSNR.
 ``vae``: reconstruction PSNR, oracle attribute agreement of the reconstructions and a linear probe of
 the latents (how linearly they encode object colour / shape / texture). ``sd``: text-to-image
 oracle accuracy over a guidance-scale grid, plus DDIM inversion (DDIMInverseScheduler, guidance 1) and
@@ -192,33 +194,26 @@ def ddim_inversion_psnr(pipe: Any, imgs: np.ndarray, prompts: list[str], steps: 
     }
 
 
-def eval_sd(weights: Path, n: int, device: torch.device, guidances: list[float], steps: int) -> tuple[dict, list]:
-    from diffusers import StableDiffusionPipeline
+def text_to_image_by_guidance(generate: Any, scenes: list[Any], guidances: list[float],
+                              batch: int = 32) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """Oracle scores of text-to-image samples of ``scenes``' captions per guidance scale.
 
+    ``generate(prompts, guidance, generator)`` returns float images in [0, 1] (``output_type="np"``); one
+    generator seeded 0 per scale. Returns ({scale: figures}, first 8 images per scale)."""
     from editlab.datasets.shapesworld import oracle, world
 
-    pipe = StableDiffusionPipeline.from_pretrained(weights / "sd").to(device)
-    pipe.set_progress_bar_config(disable=True)
-    scenes = held_scenes(n)
     prompts = [world.caption(s) for s in scenes]
     single = [i for i, s in enumerate(scenes) if len(s.objects) == 1]
-    res: dict[str, Any] = {"n": n, "num_inference_steps": steps, "by_guidance": {}}
-    rows = []
+    by_guidance, rows = {}, []
     for g in guidances:
         t0 = time.time()
         gen = torch.Generator("cpu").manual_seed(0)
-        out = []
-        for i in range(0, n, 32):
-            out.append(
-                pipe(
-                    prompts[i : i + 32], guidance_scale=g, num_inference_steps=steps, generator=gen, output_type="np"
-                ).images
-            )
+        out = [generate(prompts[i : i + batch], g, gen) for i in range(0, len(scenes), batch)]
         imgs = (np.concatenate(out) * 255).round().astype(np.uint8)
         sa = [oracle.scene_accuracy(im, s) for im, s in zip(imgs, scenes, strict=True)]
         aa = [oracle.attribute_accuracy(im, s) for im, s in zip(imgs, scenes, strict=True)]
         allok = [float(all(d.values())) for d in sa]
-        res["by_guidance"][str(g)] = {
+        by_guidance[str(g)] = {
             "scene_all_correct": float(np.mean(allok)),
             "scene_checks": _mean_dicts([{k: float(v) for k, v in d.items()} for d in sa]),
             "attribute_accuracy": _mean_dicts(aa),
@@ -227,10 +222,32 @@ def eval_sd(weights: Path, n: int, device: torch.device, guidances: list[float],
             "seconds": time.time() - t0,
         }
         rows.append(imgs[:8])
-    acc = {k: v["attribute_accuracy_mean"] for k, v in res["by_guidance"].items()}
-    # the lowest scale within a point of the best: editors that invert the source drift less at low guidance
-    best = min((k for k in acc if acc[k] >= max(acc.values()) - GUIDANCE_TIE), key=float)
-    res["best_guidance_scale"] = float(best)
+    return by_guidance, rows
+
+
+def best_text_guidance(by_guidance: dict[str, Any]) -> float:
+    """The lowest scale within a point of the best mean attribute accuracy: editors that invert the source drift
+    less at low guidance."""
+    acc = {k: v["attribute_accuracy_mean"] for k, v in by_guidance.items()}
+    return float(min((k for k in acc if acc[k] >= max(acc.values()) - GUIDANCE_TIE), key=float))
+
+
+def eval_sd(weights: Path, n: int, device: torch.device, guidances: list[float], steps: int) -> tuple[dict, list]:
+    from diffusers import StableDiffusionPipeline
+
+    from editlab.datasets.shapesworld import world
+
+    pipe = StableDiffusionPipeline.from_pretrained(weights / "sd").to(device)
+    pipe.set_progress_bar_config(disable=True)
+    scenes = held_scenes(n)
+    prompts = [world.caption(s) for s in scenes]
+    res: dict[str, Any] = {"n": n, "num_inference_steps": steps}
+
+    def generate(batch: list[str], g: float, gen: torch.Generator) -> np.ndarray:
+        return pipe(batch, guidance_scale=g, num_inference_steps=steps, generator=gen, output_type="np").images
+
+    res["by_guidance"], rows = text_to_image_by_guidance(generate, scenes, guidances)
+    res["best_guidance_scale"] = best_text_guidance(res["by_guidance"])
     truth = np.stack([world.render(s) for s in scenes])
     m = min(n, 32)
     inv = ddim_inversion_psnr(pipe, truth[:m], prompts[:m], 50)
@@ -238,6 +255,66 @@ def eval_sd(weights: Path, n: int, device: torch.device, guidances: list[float],
     res["ddim_inversion"] = {"n": m, "steps": 50, "guidance_scale": 1.0, **inv}
     res["prompts_first_row"] = prompts[:8]
     res["text_linear_probe"] = text_linear_probe(pipe.text_encoder, pipe.tokenizer)
+    return res, rows
+
+
+@torch.no_grad()
+def flow_inversion_psnr(pipe: Any, imgs: np.ndarray, prompts: list[str], steps: int) -> dict[str, float]:
+    """Euler inversion of the flow ODE (sigma 0 -> 1 on the sampler's grid, the caption at guidance 1), then Euler
+    sampling back; PSNR of the reconstruction and of the VAE alone."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    vae, tr = pipe.vae, pipe.transformer
+    sf, shift = vae.config.scaling_factor, vae.config.shift_factor
+    z0 = (vae.encode(C.to_tensor(imgs, pipe.device)).latent_dist.mode() - shift) * sf
+    emb, _, pooled, _ = pipe.encode_prompt(prompts, None, None, do_classifier_free_guidance=False,
+                                           max_sequence_length=0)
+    sched = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    sched.set_timesteps(steps)
+    sig = sched.sigmas.to(pipe.device)
+
+    def v(z: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        return tr(hidden_states=z, timestep=(1000 * s).expand(len(z)), encoder_hidden_states=emb,
+                  pooled_projections=pooled).sample
+
+    z = z0.clone()
+    for i in range(steps, 0, -1):  # upwards: sigma_i -> sigma_{i-1}, velocity at the current point
+        z = z + (sig[i - 1] - sig[i]) * v(z, sig[i])
+    for i in range(steps):
+        z = z + (sig[i + 1] - sig[i]) * v(z, sig[i])
+    decode = lambda x: C.to_uint8(vae.decode(x / sf + shift).sample)  # noqa: E731
+    rec = decode(z)
+    return {"inversion_reconstruction_psnr_db": C.psnr(rec, imgs), "vae_only_psnr_db": C.psnr(decode(z0), imgs),
+            "_rec": rec}
+
+
+def eval_flow(weights: Path, n: int, device: torch.device, guidances: list[float], steps: int) -> tuple[dict, list]:
+    """The flow-matching model: text-to-image oracle scores per guidance scale, flow ODE inversion PSNR."""
+    from diffusers import StableDiffusion3Pipeline
+
+    from editlab.datasets.shapesworld import world
+
+    folder = weights / "flow"
+    pipe = StableDiffusion3Pipeline.from_pretrained(folder, text_encoder_3=None, tokenizer_3=None).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    extra = json.loads((folder / "editlab.json").read_text()).get("pipeline_kwargs", {})
+    scenes = held_scenes(n)
+    prompts = [world.caption(s) for s in scenes]
+    res: dict[str, Any] = {"n": n, "num_inference_steps": steps, "shift": float(pipe.scheduler.config.shift)}
+
+    def generate(batch: list[str], g: float, gen: torch.Generator) -> np.ndarray:
+        return pipe(batch, guidance_scale=g, num_inference_steps=steps, generator=gen, output_type="np",
+                    height=64, width=64, **extra).images
+
+    res["by_guidance"], rows = text_to_image_by_guidance(generate, scenes, guidances)
+    res["best_guidance_scale"] = best_text_guidance(res["by_guidance"])
+    truth = np.stack([world.render(s) for s in scenes])
+    m = min(n, 32)
+    inv = flow_inversion_psnr(pipe, truth[:m], prompts[:m], steps)
+    rows = [truth[:8], *rows, inv.pop("_rec")[:8]]
+    res["flow_inversion"] = {"n": m, "steps": steps, "guidance_scale": 1.0, **inv}
+    res["prompts_first_row"] = prompts[:8]
+    res["transformer_params"] = C.count_params(pipe.transformer)
     return res, rows
 
 
@@ -332,7 +409,7 @@ def vae_ceiling(vae: Any, edits: list[Any], device: torch.device) -> dict[str, f
 def main(argv: list[str] | None = None) -> None:
     """Evaluate one shipped model and write its figures."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--which", required=True, choices=["vae", "sd", "inpaint", "ip2p"])
+    p.add_argument("--which", required=True, choices=["vae", "sd", "inpaint", "ip2p", "flow"])
     p.add_argument("--weights", default="weights/shapesworld")
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--steps", type=int, default=50)
@@ -347,13 +424,16 @@ def main(argv: list[str] | None = None) -> None:
     weights = Path(args.weights)
     out = Path(args.out) if args.out else weights / "eval"
     out.mkdir(parents=True, exist_ok=True)
-    default_g = {"vae": "", "sd": "1.0,2.0,3.0,5.0", "inpaint": "1.0,2.0,4.0", "ip2p": "1.5,3.0,5.0"}[args.which]
+    default_g = {"vae": "", "sd": "1.0,2.0,3.0,5.0", "inpaint": "1.0,2.0,4.0", "ip2p": "1.5,3.0,5.0",
+                 "flow": "1.0,2.0,3.0,5.0"}[args.which]
     guidances = [float(g) for g in (args.guidance or default_g).split(",") if g]
     t0 = time.time()
     if args.which == "vae":
         res, rows = eval_vae(weights, args.n, device)
     elif args.which == "sd":
         res, rows = eval_sd(weights, args.n, device, guidances, args.steps)
+    elif args.which == "flow":
+        res, rows = eval_flow(weights, args.n, device, guidances, args.steps)
     else:
         res, rows = eval_edit(args.which, weights, args.n, device, guidances, args.steps)
     res["eval_seconds"] = time.time() - t0
@@ -362,7 +442,7 @@ def main(argv: list[str] | None = None) -> None:
     grid(rows, out / f"{args.which}.png")
     print(json.dumps(res, indent=1))
     if args.update_settings and "best_guidance_scale" in res:
-        folder = weights / {"sd": "sd", "inpaint": "sd-inpaint", "ip2p": "ip2p"}[args.which]
+        folder = weights / {"sd": "sd", "inpaint": "sd-inpaint", "ip2p": "ip2p", "flow": "flow"}[args.which]
         cfg = folder / "editlab.json"
         old = json.loads(cfg.read_text()) if cfg.exists() else {}
         old.update(guidance_scale=res["best_guidance_scale"], num_inference_steps=args.steps, resolution=64)
