@@ -92,6 +92,11 @@ class SDInpaint(EditMethod):
             require_in_channels(backbone, 9, "SD inpainting", "Use an inpainting backbone, e.g. the method config's "
                                 "own `backbone` node (weights/shapesworld/sd-inpaint), configs/backbone/"
                                 "sd15_inpaint.yaml or sdxl_inpaint.yaml.")
+        elif backbone.family == "sd3" and backbone.denoiser.config.in_channels not in (16, 33):
+            # StableDiffusion3InpaintPipeline's own check, made before any edit runs
+            raise ValueError(f"SD3 inpainting needs a transformer with 16 or 33 input channels (SD3's 16-channel VAE), "
+                             f"but backbone '{backbone.name}' has {backbone.denoiser.config.in_channels}; "
+                             f"shapesworld_flow's 4-channel latents cannot be inpainted by this pipeline")
         self.pipe = build_pipeline(backbone, "inpaint")
 
     def edit(self, sample: Sample, generator: torch.Generator) -> EditOutput:
