@@ -11,6 +11,12 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 from editlab.metrics.base import EditBatch, EditMetric
 
 
+def clipped_psnr(images: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR (data range 1) of ``images`` against ``references``, identical pairs clipped to 100."""
+    psnr = peak_signal_noise_ratio(images, references, data_range=1.0, reduction="none", dim=(1, 2, 3))
+    return psnr.clamp(max=100.0)
+
+
 class TargetPSNR(EditMetric):
     name = "gt_psnr"
     definition = "PSNR (data range 1) of the edit against the ground-truth target; identical -> clipped to 100"
@@ -20,8 +26,7 @@ class TargetPSNR(EditMetric):
     def per_sample(self, batch: EditBatch) -> torch.Tensor:
         if batch.target is None:
             return torch.full((len(batch),), float("nan"))
-        psnr = peak_signal_noise_ratio(batch.edited, batch.target, data_range=1.0, reduction="none", dim=(1, 2, 3))
-        return psnr.clamp(max=100.0)
+        return clipped_psnr(batch.edited, batch.target)
 
 
 class TargetSSIM(EditMetric):

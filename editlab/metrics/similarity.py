@@ -25,13 +25,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+from torchmetrics.functional.image import structural_similarity_index_measure
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from editlab.files import model_weight_files
 from editlab.metrics.base import EditBatch, EditMetric
 from editlab.metrics.clip_score import DEFAULT_CLIP, _CLIPMetric
+from editlab.metrics.fidelity import clipped_psnr
 from editlab.metrics.structure import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -176,8 +177,7 @@ class SourcePSNR(EditMetric):
     worst = 0.0
 
     def per_sample(self, batch: EditBatch) -> torch.Tensor:
-        psnr = peak_signal_noise_ratio(batch.edited, batch.source, data_range=1.0, reduction="none", dim=(1, 2, 3))
-        return psnr.clamp(max=100.0)
+        return clipped_psnr(batch.edited, batch.source)
 
 
 class SourceSSIM(EditMetric):

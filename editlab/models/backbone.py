@@ -179,6 +179,15 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return table[dtype]
 
 
+def place_modules(components: dict[str, Any], device: torch.device, dtype: torch.dtype) -> None:
+    """Move every ``torch.nn.Module`` among ``components`` to ``device`` and, unless float32, to ``dtype``."""
+    for component in components.values():
+        if isinstance(component, torch.nn.Module):
+            component.to(device)
+            if dtype != torch.float32:
+                component.to(dtype)
+
+
 def _resolve_source(pretrained: str) -> str:
     """Relative local paths are taken from the repository root, so configs work from any directory."""
     p = Path(os.path.expanduser(pretrained))
@@ -325,10 +334,7 @@ def toy_backbone(
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype)
     comps = toy_components(seed)
-    for key in ("vae", "text_encoder", "unet"):
-        comps[key].to(dev)
-        if torch_dtype != torch.float32:
-            comps[key].to(torch_dtype)
+    place_modules(comps, dev, torch_dtype)
     return Backbone(
         name=name,
         source=f"toy(seed={seed}, random weights)",

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from editlab.models.backbone import Backbone, resolve_device, resolve_dtype
+from editlab.models.backbone import Backbone, place_modules, resolve_device, resolve_dtype
 from editlab.models.families import get_family
 from editlab.models.toy import TOY_WORDS, toy_components
 
@@ -277,11 +277,7 @@ def toy_family_backbone(
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype)
     comps = family_components(family, seed, variant)
-    for comp in comps.values():
-        if isinstance(comp, torch.nn.Module):
-            comp.to(dev)
-            if torch_dtype != torch.float32:
-                comp.to(torch_dtype)
+    place_modules(comps, dev, torch_dtype)
     core = {k: comps.pop(k, None) for k in ("vae", "text_encoder", "tokenizer", "unet", "scheduler")}
     label = f"toy-{family}" + (f"-{variant}" if variant != "base" else "")
     backbone = Backbone(

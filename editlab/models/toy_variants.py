@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from diffusers import UNet2DConditionModel
 
-from editlab.models.backbone import Backbone, resolve_device, resolve_dtype
+from editlab.models.backbone import Backbone, place_modules, resolve_device, resolve_dtype
 from editlab.models.topology import SD15_UNET_CONFIG
 from editlab.models.toy import toy_components
 
@@ -91,11 +91,7 @@ def toy_variant_backbone(
         encoder, extractor = toy_image_encoder(seed, comps["unet"].config.cross_attention_dim)
         comps["image_encoder"] = encoder
         extra = {"feature_extractor": extractor}
-    for key in ("vae", "text_encoder", "unet", "image_encoder"):
-        if key in comps:
-            comps[key].to(dev)
-            if torch_dtype != torch.float32:
-                comps[key].to(torch_dtype)
+    place_modules(comps, dev, torch_dtype)
     if "image_encoder" in comps:
         extra["image_encoder"] = comps.pop("image_encoder")
     return Backbone(
@@ -127,10 +123,7 @@ def toy_sd15_backbone(
     torch_dtype = resolve_dtype(dtype)
     comps = toy_components(seed)
     comps["unet"] = sd15_toy_unet(seed, 4, comps["text_encoder"].config.hidden_size)
-    for key in ("vae", "text_encoder", "unet"):
-        comps[key].to(dev)
-        if torch_dtype != torch.float32:
-            comps[key].to(torch_dtype)
+    place_modules(comps, dev, torch_dtype)
     return Backbone(
         name=name,
         source=f"toy-sd15(seed={seed}, SD 1.5 UNet topology, random weights)",
