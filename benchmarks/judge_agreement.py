@@ -71,7 +71,10 @@ def measure(base_url: str, model: str, per_task: int, temperature: float, max_to
     for col in judge.columns():
         values = np.array([np.nan if r.values[col] is None else r.values[col] for r in results], dtype=float)
         failed = int(np.isnan(values).sum())
-        print(f"{col}: {failed}/{len(values)} judge failures ({100 * failed / len(values):.0f}%)")
+        scored = values[np.isfinite(values)]
+        constant = f"; every score is {scored[0]:g}, so rank correlations are undefined (nan)" \
+            if len(scored) and np.ptp(scored) == 0 else ""
+        print(f"{col}: {failed}/{len(values)} judge failures ({100 * failed / len(values):.0f}%){constant}")
         for name, t in truth.items():
             a = agreement(values, t)
             print(f"  vs oracle {name:<12}: n={a['n']:<4} Spearman {a['spearman']:+.3f} (p={a['spearman_p']:.2f})  "
